@@ -1,0 +1,119 @@
+"""Campaigns, their versions (draft and published), runs and built messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Column, Field
+
+from mailer_app.models.base import WorkspaceRow
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    BUILT = "built"
+    IN_REVIEW = "in_review"
+    APPROVED = "approved"
+    QUEUED = "queued"
+    SENDING = "sending"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    ARCHIVED = "archived"
+
+
+class ReviewStatus(StrEnum):
+    READY = "ready"
+    WARNING = "warning"
+    NEEDS_REVIEW = "needs_review"
+    BLOCKED = "blocked"
+    EXCLUDED = "excluded"
+    INACTIVE = "inactive"
+
+
+class Campaign(WorkspaceRow, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    status: str = Field(default=CampaignStatus.DRAFT, max_length=16, index=True)
+    status_reason: str | None = None
+    sender_account_id: int | None = Field(default=None, foreign_key="sender_account.id")
+    seed_list_id: int | None = Field(default=None, foreign_key="seed_list.id")
+    archived_at: datetime | None = None
+
+
+class CampaignVersion(WorkspaceRow, table=True):
+    """The editable draft (one per campaign) or a frozen, published version."""
+
+    __tablename__ = "campaign_version"
+    __table_args__ = (sa.UniqueConstraint("campaign_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    number: int
+    is_draft: bool = Field(default=True)
+    wizard_step: str = Field(default="basics", max_length=32)
+    subject: str = Field(default="")
+    html_body: str = Field(default="")
+    text_body: str = Field(default="")
+    # {"list_ids": [...], "filters": [...]}
+    recipients: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # {"pattern": "invoices/{{ customer_id }}/*.pdf", "zip": false}
+    attachment_rules: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    published_at: datetime | None = None
+    published_by_id: int | None = Field(default=None, foreign_key="user.id")
+
+
+class CampaignAttachment(WorkspaceRow, table=True):
+    """A campaign-wide file, attached to every message of a version."""
+
+    __tablename__ = "campaign_attachment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="campaign_version.id", index=True)
+    filename: str = Field(max_length=255)
+    stored_path: str = Field(max_length=1024)
+    content_type: str = Field(default="application/octet-stream", max_length=255)
+    size_bytes: int = 0
+
+
+class BuiltMessage(WorkspaceRow, table=True):
+    """One recipient's rendered message and its review status."""
+
+    __tablename__ = "built_message"
+    __table_args__ = (sa.UniqueConstraint("version_id", "email"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    version_id: int = Field(foreign_key="campaign_version.id", index=True)
+    contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    email: str = Field(max_length=320)
+    review_status: str = Field(max_length=16, index=True)
+    # [{"code": "missing_field", "detail": "first_name"}]
+    reasons: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    input_digest: str = Field(default="", max_length=64)  # rebuild touches only changed rows
+    approved_by_id: int | None = Field(default=None, foreign_key="user.id")
+    approved_at: datetime | None = None
+
+
+class RunKind(StrEnum):
+    SEND = "send"
+    TEST = "test"
+
+
+class CampaignRun(WorkspaceRow, table=True):
+    """One send of a published campaign version."""
+
+    __tablename__ = "campaign_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    version_id: int = Field(foreign_key="campaign_version.id")
+    kind: str = Field(default=RunKind.SEND, max_length=16)
+    status: str = Field(default="queued", max_length=16)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

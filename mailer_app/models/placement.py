@@ -1,0 +1,90 @@
+"""Placement runs, one result per (run, seed), and the log of every check."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Column, Field
+
+from mailer_app.models.base import WorkspaceRow
+
+
+class PlacementRunKind(StrEnum):
+    SEND = "send"  # seeds inside a real campaign send
+    PREFLIGHT = "preflight"  # seeds only, before the real send
+
+
+class Placement(StrEnum):
+    PENDING = "pending"
+    INBOX = "inbox"
+    SPAM = "spam"
+    PROMOTIONS = "promotions"
+    MISSING = "missing"
+    ERROR = "error"
+
+
+TERMINAL_PLACEMENTS = frozenset(
+    {Placement.INBOX, Placement.SPAM, Placement.PROMOTIONS, Placement.MISSING, Placement.ERROR}
+)
+
+
+class PlacementRun(WorkspaceRow, table=True):
+    __tablename__ = "placement_run"
+    __table_args__ = (sa.UniqueConstraint("workspace_id", "idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
+    campaign_run_id: int | None = Field(default=None, foreign_key="campaign_run.id")
+    sender_account_id: int | None = Field(default=None, foreign_key="sender_account.id")
+    kind: str = Field(default=PlacementRunKind.SEND, max_length=16)
+    status: str = Field(default="active", max_length=16)  # active, completed
+    idempotency_key: str = Field(max_length=128)
+    check_offsets_min: list[float] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    finished_at: datetime | None = None
+
+
+class PlacementResult(WorkspaceRow, table=True):
+    """Where one seed's copy landed. Moves from pending to a terminal value once."""
+
+    __tablename__ = "placement_result"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "seed_id"),
+        sa.Index("ix_placement_result_ws_decided", "workspace_id", "decided_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="placement_run.id", index=True)
+    seed_id: int = Field(foreign_key="seed_account.id", index=True)
+    esp: str = Field(max_length=16)  # canonical ESP at send time, for grouping
+    token: str = Field(max_length=64, unique=True)
+    message_id: str | None = Field(default=None, max_length=255)
+    sent_at: datetime | None = None
+    placement: str = Field(default=Placement.PENDING, max_length=16)
+    folder: str | None = Field(default=None, max_length=255)
+    decided_at: datetime | None = None
+    seconds_to_land: float | None = None
+    attempts: int = 0
+    spf: str | None = Field(default=None, max_length=16)
+    dkim: str | None = Field(default=None, max_length=16)
+    dmarc: str | None = Field(default=None, max_length=16)
+    error: str | None = None
+
+
+class PlacementCheck(WorkspaceRow, table=True):
+    """One look into a seed's mailbox (the +1/+3/+5/+10 minute history)."""
+
+    __tablename__ = "placement_check"
+    __table_args__ = (sa.UniqueConstraint("result_id", "attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    result_id: int = Field(foreign_key="placement_result.id", index=True)
+    attempt: int
+    outcome: str = Field(max_length=16)  # found placement, not_found, error
+    folder: str | None = Field(default=None, max_length=255)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    duration_ms: int = 0

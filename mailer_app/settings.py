@@ -1,0 +1,152 @@
+"""All configuration, read once from the environment (and an optional .env file).
+
+Every process (web, worker, scheduler, lab, CLI) builds the same `Settings`, so a
+value means the same thing everywhere. Names are the plain environment variable
+names (DATABASE_URL, REDIS_URL, MASTER_KEY, MAILER_ENV, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    PROD = "prod"
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or wrong; the message tells the operator what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    environment: Environment = Field(
+        default=Environment.DEV, validation_alias=AliasChoices("MAILER_ENV", "environment")
+    )
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "data", validation_alias=AliasChoices("DATA_DIR", "data_dir")
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "redis_url")
+    )
+    master_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("MASTER_KEY", "master_key")
+    )
+    # Base address of the web app, used in links inside emails (unsubscribe).
+    public_url: str = Field(
+        default="http://localhost:3000", validation_alias=AliasChoices("PUBLIC_URL", "public_url")
+    )
+    # Start the worker, scheduler, private Redis and mail lab with the web app (dev only).
+    supervise: bool = Field(
+        default=True, validation_alias=AliasChoices("MAILER_SUPERVISE", "supervise")
+    )
+    lab_enabled: bool = Field(
+        default=True, validation_alias=AliasChoices("MAILER_LAB", "lab_enabled")
+    )
+    lab_smtp_port: int = Field(
+        default=2525, validation_alias=AliasChoices("LAB_SMTP_PORT", "lab_smtp_port")
+    )
+    lab_imap_port: int = Field(
+        default=1143, validation_alias=AliasChoices("LAB_IMAP_PORT", "lab_imap_port")
+    )
+    # Minutes after a seed's sent_at at which its mailbox is checked.
+    placement_check_offsets: list[float] = Field(
+        default=[1, 3, 5, 10],
+        validation_alias=AliasChoices("PLACEMENT_CHECK_OFFSETS", "placement_check_offsets"),
+    )
+
+    @property
+    def is_dev(self) -> bool:
+        return self.environment == Environment.DEV
+
+    @property
+    def run_dir(self) -> Path:
+        """Sockets, pid files and process logs of the dev supervisor."""
+        return self.data_dir / "run"
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.data_dir / "lab"
+
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, or the embedded SQLite file under the data folder."""
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.data_dir / 'mailer.db'}"
+
+    def resolved_redis_url(self) -> str:
+        """REDIS_URL, or the private Redis the dev supervisor starts."""
+        if self.redis_url:
+            return self.redis_url
+        if not self.is_dev:
+            raise ConfigurationError(
+                "REDIS_URL is not set. In production set REDIS_URL, for example "
+                "redis://127.0.0.1:6379/1."
+            )
+        return f"unix://{self.run_dir / 'redis.sock'}?db=1"
+
+    def master_keys(self) -> list[str]:
+        """The Fernet keys for secrets, newest first (MASTER_KEY is comma separated).
+
+        In development a key is generated once into the data folder and reused; in
+        production MASTER_KEY is required.
+        """
+        if self.master_key:
+            return [k.strip() for k in self.master_key.split(",") if k.strip()]
+        if not self.is_dev:
+            raise ConfigurationError(
+                "MASTER_KEY is not set. It encrypts stored passwords. Generate one with "
+                "`python -m mailer_app generate-key` and keep it safe: without it the "
+                "stored secrets cannot be read."
+            )
+        return [_dev_master_key(self.data_dir)]
+
+
+def normalize_database_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain postgres:// URLs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _dev_master_key(data_dir: Path) -> str:
+    from cryptography.fernet import Fernet
+
+    key_file = data_dir / "master.key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode()
+    # Create with 0600 atomically so the key is never world readable, even briefly.
+    tmp = data_dir / f".master.key.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    try:
+        os.link(tmp, key_file)  # fails if another process won the race
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return key_file.read_text().strip()
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
