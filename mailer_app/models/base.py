@@ -1,7 +1,8 @@
 """Columns every table shares: timestamps, where a write came from, and the tenant.
 
-Times are naive UTC everywhere (SQLite keeps no zone, and mixing aware and naive
-values between SQLite and PostgreSQL is a classic source of bugs).
+Times are timezone-aware UTC everywhere: sqlmodel stores datetimes with its
+UTCDateTime type, which keeps UTC on SQLite and PostgreSQL alike and refuses naive
+values (mixing naive and aware times is a classic source of bugs).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
 
 
 class Source(StrEnum):
