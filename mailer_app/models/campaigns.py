@@ -94,7 +94,9 @@ class BuiltMessage(WorkspaceRow, table=True):
     email: str = Field(max_length=320)
     review_status: str = Field(max_length=16, index=True)
     # [{"code": "missing_field", "detail": "first_name"}]
-    reasons: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reasons: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     input_digest: str = Field(default="", max_length=64)  # rebuild touches only changed rows
     approved_by_id: int | None = Field(default=None, foreign_key="user.id")
     approved_at: datetime | None = None

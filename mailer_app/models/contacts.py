@@ -48,7 +48,9 @@ class ContactImport(WorkspaceRow, table=True):
     rows_imported: int = 0
     rows_rejected: int = 0
     # [{"line": 12, "reason": "..."}], capped; the full report is a file.
-    errors: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     finished_at: datetime | None = None
 
 

@@ -30,7 +30,7 @@ class SeedProvider(StrEnum):
 
 
 class SeedAuthMethod(StrEnum):
-    IMAP_SECRET = "imap_secret"
+    IMAP_SECRET = "imap_secret"  # noqa: S105 (a method name, not a secret)
     OAUTH2 = "oauth2"
 
 

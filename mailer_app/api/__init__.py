@@ -1,0 +1,11 @@
+"""The HTTP API, mounted in front of Reflex's own routes (see mailer_app.py)."""
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from mailer_app import routes
+from mailer_app.api.health import health
+
+
+def build_api() -> Starlette:
+    return Starlette(routes=[Route(routes.API_HEALTH, health, methods=["GET"])])

@@ -1,0 +1,91 @@
+"""The frame around every signed-in page: navigation, workspace, sign out."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from mailer_app import routes
+from mailer_app.state.auth import AuthState
+
+# Only pages that work are listed here; a page joins when its issue lands.
+NAVIGATION = [
+    ("Home", routes.HOME, "house"),
+    ("System status", routes.STATUS, "activity"),
+]
+
+
+def _nav_link(label: str, href: str, icon: str) -> rx.Component:
+    return rx.link(
+        rx.hstack(rx.icon(icon, size=16), rx.text(label, size="3"), align="center"),
+        href=href,
+        underline="none",
+        color_scheme="gray",
+        high_contrast=True,
+        padding_y="6px",
+    )
+
+
+def sidebar() -> rx.Component:
+    return rx.vstack(
+        rx.hstack(rx.icon("mail-check", size=22), rx.heading("mailer", size="5"), align="center"),
+        rx.text(AuthState.workspace_name, size="2", color_scheme="gray"),
+        rx.divider(),
+        *[_nav_link(*item) for item in NAVIGATION],
+        rx.spacer(),
+        rx.divider(),
+        rx.text(AuthState.user_name, size="2", weight="medium", id="signed-in-user"),
+        rx.text(AuthState.role, size="1", color_scheme="gray"),
+        rx.button(
+            rx.icon("log-out", size=14),
+            "Sign out",
+            variant="soft",
+            size="1",
+            on_click=AuthState.sign_out,
+            id="sign-out",
+        ),
+        width="220px",
+        min_height="100vh",
+        padding="20px",
+        border_right="1px solid var(--gray-a5)",
+        align="start",
+        spacing="2",
+    )
+
+
+def page_frame(title: str, *children: rx.Component) -> rx.Component:
+    """A signed-in page: sidebar on the left, the page's content on the right."""
+    return rx.hstack(
+        sidebar(),
+        rx.vstack(
+            rx.heading(title, size="7"),
+            *children,
+            padding="28px",
+            width="100%",
+            max_width="1100px",
+            spacing="4",
+            align="stretch",
+        ),
+        align="start",
+        spacing="0",
+        width="100%",
+    )
+
+
+def centered_card(*children: rx.Component) -> rx.Component:
+    """The frame of the sign-in and first-run pages."""
+    return rx.center(
+        rx.card(
+            rx.vstack(*children, spacing="4", align="stretch"),
+            width="420px",
+            padding="28px",
+        ),
+        min_height="100vh",
+        background="var(--gray-2)",
+    )
+
+
+def field_error(message: rx.Var | str) -> rx.Component:
+    return rx.cond(
+        message != "",
+        rx.callout(message, icon="triangle-alert", color_scheme="red", size="1", role="alert"),
+    )
