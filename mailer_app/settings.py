@@ -35,7 +35,7 @@ class Settings(BaseSettings):
         default=Environment.DEV, validation_alias=AliasChoices("MAILER_ENV", "environment")
     )
     data_dir: Path = Field(
-        default=PROJECT_ROOT / "data", validation_alias=AliasChoices("DATA_DIR", "data_dir")
+        default=PROJECT_ROOT / ".data", validation_alias=AliasChoices("DATA_DIR", "data_dir")
     )
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url")

@@ -66,8 +66,9 @@ def check_database() -> tuple[str, str]:
 def _redis_client(settings: Settings):
     import redis
 
+    # No retries: a health check must answer in about a second, not after backoff.
     return redis.Redis.from_url(
-        settings.resolved_redis_url(), socket_timeout=1, socket_connect_timeout=1
+        settings.resolved_redis_url(), socket_timeout=1, socket_connect_timeout=1, retry=None
     )
 
 
