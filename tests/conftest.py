@@ -32,6 +32,9 @@ os.environ.setdefault("MAILER_SUPERVISE", "0")
 
 from mailer_app.db import make_engine, upgrade_to_head  # noqa: E402
 
+# The local mail lab fixture (`mail_lab`): real Dovecot + SMTP intake on loopback.
+pytest_plugins = ["tests.lab_fixtures"]
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
