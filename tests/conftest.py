@@ -39,6 +39,12 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Browser tests last: they are the slowest, and Playwright's sync API keeps an
+    event loop running on the main thread until the session ends."""
+    items.sort(key=lambda item: "/tests/e2e/" in str(item.path))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
