@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -73,7 +73,9 @@ def alembic_config(url: str | None = None):
 
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ALEMBIC_DIR))
-    config.set_main_option("sqlalchemy.url", (url or get_settings().resolved_database_url()).replace("%", "%%"))
+    config.set_main_option(
+        "sqlalchemy.url", (url or get_settings().resolved_database_url()).replace("%", "%%")
+    )
     return config
 
 
@@ -121,3 +123,29 @@ def sqlite_path(url: str) -> Path | None:
     if url.startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///"))
     return None
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run `action()` once the session's current transaction commits (never on rollback).
+
+    Jobs that read rows a service just wrote must be enqueued after the commit, or
+    a fast worker would look for rows that do not exist yet.
+    """
+    if not session.info.get("after_commit_hooked"):
+        session.info["after_commit_hooked"] = True
+        sa.event.listen(session, "after_commit", _run_after_commit)
+        sa.event.listen(session, "after_transaction_end", _forget_after_rollback)
+    session.info.setdefault("after_commit", []).append(action)
+
+
+def _run_after_commit(session: Session) -> None:
+    # after_commit fires for the outermost transaction only, never for a savepoint.
+    for action in session.info.pop("after_commit", []):
+        action()
+
+
+def _forget_after_rollback(session: Session, transaction) -> None:
+    # The outermost transaction ended without committing (a commit already emptied
+    # the list): its actions must not run with a later transaction.
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop("after_commit", None)

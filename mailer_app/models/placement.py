@@ -46,6 +46,11 @@ class PlacementRun(WorkspaceRow, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
     finished_at: datetime | None = None
+    # What each seed's copy carries. Kept here (not only in the job's arguments) so
+    # a send job retried after a Redis or worker loss still has the content.
+    subject: str | None = None
+    html_body: str | None = Field(default=None, sa_column=Column(sa.Text, nullable=True))
+    text_body: str | None = Field(default=None, sa_column=Column(sa.Text, nullable=True))
 
 
 class PlacementResult(WorkspaceRow, table=True):

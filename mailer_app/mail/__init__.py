@@ -1,0 +1,1 @@
+"""Protocol adapters: SMTP, IMAP, MIME."""
