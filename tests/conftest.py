@@ -209,3 +209,44 @@ def redis_url(redis_server, monkeypatch) -> str:
     monkeypatch.setenv("REDIS_URL", redis_server)
     get_settings.cache_clear()
     return redis_server
+
+
+def wait_until(predicate, timeout: float, what: str):
+    """Poll `predicate` until it returns something truthy; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def spawn(redis_url, tmp_path) -> Iterator:
+    """Start `python -m MODULE ARGS` on the test Redis (and the test's settings from
+    the environment); every one is stopped at the end and its log printed."""
+    procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = tmp_path / f"{module}.{len(procs)}.log"
+        full_env = dict(os.environ, REDIS_URL=redis_url, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        full_env.update(env or {})
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        procs.append((proc, log))
+        return proc
+
+    yield start
+    for proc, log in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        print(f"--- {log.name}\n{log.read_text()[-3000:]}")  # shown when a test fails

@@ -11,6 +11,7 @@ from mailer_app.components.shell import page_frame
 from mailer_app.services.health import system_health
 from mailer_app.settings import get_settings
 from mailer_app.state.auth import AuthState
+from mailer_app.state.live import client_connected
 
 REFRESH_SECONDS = 3
 # A page left open refreshes for at most this long; reopening starts again.
@@ -55,7 +56,7 @@ class StatusState(rx.State):
         try:
             for _ in range(MAX_REFRESHES):
                 await asyncio.sleep(REFRESH_SECONDS)
-                if self.router.session.client_token not in _connected_tokens():
+                if not client_connected(self.router.session.client_token):
                     return
                 overall, rows = await asyncio.to_thread(health_rows)
                 async with self:
@@ -63,13 +64,6 @@ class StatusState(rx.State):
         finally:
             async with self:
                 self._watching = False
-
-
-def _connected_tokens() -> set[str]:
-    from mailer_app.mailer_app import app
-
-    namespace = app.event_namespace
-    return set(namespace.token_to_sid) if namespace else set()
 
 
 def component_card(row: rx.Var) -> rx.Component:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 
+from jobs.connection import ALL_QUEUES, QUEUE_PLACEMENT
 from mailer_app.settings import PROJECT_ROOT, Settings
 
 LAB_MODULE = "mailer_app.lab"
@@ -153,7 +154,16 @@ def _module_not_runnable(module: str) -> str | None:
 
 
 def worker_spec() -> ChildSpec:
-    return ChildSpec("worker", (sys.executable, "-m", "jobs.worker"), needs=("redis",))
+    """A forking worker for builds, sends and everything else."""
+    queues = [q for q in ALL_QUEUES if q != QUEUE_PLACEMENT]
+    return ChildSpec("worker", (sys.executable, "-m", "jobs.worker", *queues), needs=("redis",))
+
+
+def placement_worker_spec() -> ChildSpec:
+    """A non-forking worker for seed copies and checks: it keeps the seed mailboxes
+    logged in between checks, where a forked work horse would log in every time."""
+    command = (sys.executable, "-m", "jobs.worker", QUEUE_PLACEMENT, "--simple")
+    return ChildSpec("placement-worker", command, needs=("redis",))
 
 
 def scheduler_spec() -> ChildSpec:
@@ -163,9 +173,14 @@ def scheduler_spec() -> ChildSpec:
 def default_specs(
     settings: Settings, lab_command: Sequence[str] | str | None = DEFAULT
 ) -> list[ChildSpec]:
-    """Start order: Redis (unless REDIS_URL is set), lab, worker, scheduler."""
+    """Start order: Redis (unless REDIS_URL is set), lab, workers, scheduler."""
     specs = [] if settings.redis_url else [redis_spec(settings)]
-    specs += [lab_spec(settings, lab_command), worker_spec(), scheduler_spec()]
+    specs += [
+        lab_spec(settings, lab_command),
+        worker_spec(),
+        placement_worker_spec(),
+        scheduler_spec(),
+    ]
     if settings.redis_url:
         # Someone else's Redis: nothing of ours to wait for.
         specs = [replace(spec, needs=()) for spec in specs]

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,19 +24,9 @@ from jobs.health import (
     workers_alive,
 )
 from jobs.system import ping
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str):
-    """Poll `predicate` until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(autouse=True)
@@ -45,34 +34,6 @@ def _fresh_clients():
     connection.close_redis()
     yield
     connection.close_redis()
-
-
-@pytest.fixture
-def spawn(redis_url, tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start `python -m MODULE ARGS` on the test Redis; every one is stopped at the end."""
-    procs: list[tuple[subprocess.Popen, Path]] = []
-    env = dict(os.environ, REDIS_URL=redis_url, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-
-    def start(module: str, *args: str) -> subprocess.Popen:
-        log = tmp_path / f"{module}.{len(procs)}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        procs.append((proc, log))
-        return proc
-
-    yield start
-    for proc, log in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        print(f"--- {log.name}\n{log.read_text()[-3000:]}")  # shown when a test fails
 
 
 def _finished(job):

@@ -145,8 +145,14 @@ def test_supervisor_runs_redis_worker_and_scheduler(supervised):
     wait_until(lambda: _finished(job), 10, "the supervised worker to run a job")
     assert job.return_value() == 7
 
-    [worker] = wait_until(lambda: workers_alive(redis), 5, "the worker's registration")
-    assert worker["pid"] == status["children"]["worker"]["pid"]
+    workers = wait_until(
+        lambda: len(workers_alive(redis)) == 2 and workers_alive(redis), 5, "both workers"
+    )
+    children = status["children"]
+    assert {w["pid"] for w in workers} == {
+        children["worker"]["pid"],
+        children["placement-worker"]["pid"],
+    }
     assert wait_until(lambda: scheduler_alive(redis), 5, "the scheduler's registration")
     assert (settings.data_dir / "redis" / "appendonlydir").is_dir(), "Redis keeps an AOF"
     assert "Listening on" in (settings.run_dir / "worker.log").read_text()
@@ -173,7 +179,7 @@ def test_a_second_start_is_a_no_op(supervised):
 
 def test_everything_stops_when_the_watched_process_exits(supervised):
     pids = process_tree(supervised.status)
-    assert len(pids) >= 4  # supervisor, redis, worker (+ rq's scheduler fork), scheduler
+    assert len(pids) >= 5  # supervisor, redis, 2 workers (+ rq's scheduler fork), scheduler
 
     supervised.watched.kill()
     supervised.watched.wait(timeout=5)

@@ -213,17 +213,20 @@ def test_lab_is_skipped_when_disabled_or_not_built(settings):
 
 def test_default_children_and_their_order(settings):
     specs = default_specs(settings)
-    assert [s.name for s in specs] == ["redis", "lab", "worker", "scheduler"]
+    assert [s.name for s in specs] == ["redis", "lab", "worker", "placement-worker", "scheduler"]
     redis = specs[0]
     assert redis.argv[redis.argv.index("--unixsocket") + 1] == str(settings.run_dir / "redis.sock")
     assert redis.argv[redis.argv.index("--appendonly") + 1] == "yes"
     assert redis.argv[redis.argv.index("--port") + 1] == "0"
-    assert specs[2].needs == ("redis",) and specs[3].needs == ("redis",)
+    assert all(s.needs == ("redis",) for s in specs[2:])
+    # Checks run on a non-forking worker that keeps seed mailboxes logged in.
+    assert specs[3].argv[-2:] == ("placement", "--simple")
+    assert "placement" not in specs[2].argv
     assert specs[1].skip_reason  # lab disabled in these settings
 
     external = settings.model_copy(update={"redis_url": "redis://127.0.0.1:6399/1"})
     specs = default_specs(external)
-    assert [s.name for s in specs] == ["lab", "worker", "scheduler"]
+    assert [s.name for s in specs] == ["lab", "worker", "placement-worker", "scheduler"]
     assert all(not s.needs for s in specs)
 
 
