@@ -1,6 +1,7 @@
 # One image, three roles (web, worker, scheduler): pick with the command.
 #   docker run IMAGE                                  -> web (frontend + backend, port 3000)
-#   docker run IMAGE python -m jobs.worker            -> RQ worker
+#   docker run IMAGE python -m jobs.worker build send default   -> RQ worker
+#   docker run IMAGE python -m jobs.worker placement --simple   -> seed checks
 #   docker run IMAGE python -m jobs.scheduler         -> rq-scheduler
 # Required: DATABASE_URL (PostgreSQL), REDIS_URL, MASTER_KEY, PUBLIC_URL.
 FROM python:3.11-slim-bookworm

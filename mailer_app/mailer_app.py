@@ -6,7 +6,14 @@ Nothing else lives here: rules are in services/, pages in pages/.
 import reflex as rx
 
 from mailer_app.api import build_api
-from mailer_app.pages import home, login, setup, status  # noqa: F401  (register routes)
+from mailer_app.pages import (  # noqa: F401  (register routes)
+    home,
+    login,
+    preflight,
+    seeds,
+    setup,
+    status,
+)
 from mailer_app.startup import app_lifespan
 
 app = rx.App(api_transformer=build_api())

@@ -4,6 +4,8 @@ HOME = "/"
 LOGIN = "/login"
 SETUP = "/setup"
 STATUS = "/status"
+SEEDS = "/seeds"
+PREFLIGHT = "/preflight"
 
 # HTTP API (served by the backend next to Reflex's own endpoints).
 API_HEALTH = "/health"

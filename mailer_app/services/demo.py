@@ -26,6 +26,7 @@ from mailer_app.models import (
     Workspace,
 )
 from mailer_app.services import secrets as secret_store
+from mailer_app.services.seeds import create_seed
 from mailer_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def ensure_demo_data(*, session: Session, settings: Settings, workspace_id: int)
         session.add(seed_list)
         session.flush()
 
-    for address, esp in DEMO_SEEDS:
+    for address, _esp in DEMO_SEEDS:  # the ESP follows from the address
         seed = session.exec(
             select(SeedAccount).where(
                 SeedAccount.workspace_id == workspace_id, SeedAccount.email == address
@@ -64,26 +65,18 @@ def ensure_demo_data(*, session: Session, settings: Settings, workspace_id: int)
         ).first()
         if seed is None:
             password = secrets.token_urlsafe(18)
-            ref = secret_store.store_secret(
+            seed = create_seed(
                 session=session,
                 workspace_id=workspace_id,
-                value=password,
-                kind="password",
-                source=Source.LAB,
-            )
-            seed = SeedAccount(
-                workspace_id=workspace_id,
+                user_id=None,
                 email=address,
-                esp=esp,
+                password=password,
                 imap_host="127.0.0.1",
                 imap_port=settings.lab_imap_port,
                 imap_security=TransportSecurity.PLAIN,
                 imap_username=address,
-                credential_ref=ref,
                 source=Source.LAB,
             )
-            session.add(seed)
-            session.flush()
             session.add(
                 SeedListMember(
                     workspace_id=workspace_id,

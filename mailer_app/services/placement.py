@@ -65,6 +65,7 @@ from mailer_app.services import InvalidInput, NotFoundError, audit
 from mailer_app.services import secrets as secret_store
 from mailer_app.services.alerts import evaluate_placement_alerts, raise_alert
 from mailer_app.services.esp import canonical_esp
+from mailer_app.services.seeds import endpoint_for_seed
 from mailer_app.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -572,16 +573,11 @@ def _targets(session: Session, run: PlacementRun) -> list[_SeedTarget]:
         if seed.status == SeedStatus.AUTH_EXPIRED:
             _decide(session, result.id, Placement.ERROR, error=_auth_expired_reason(seed))
             continue
-        password = secret_store.reveal_secret(
-            session=session, workspace_id=seed.workspace_id, ref=seed.credential_ref
-        )
-        endpoint = ImapEndpoint(
-            host=seed.imap_host or "",
-            port=seed.imap_port or 993,
-            security=seed.imap_security or "tls",
-            username=seed.imap_username or seed.email,
-            password=password,
-        )
+        try:
+            endpoint = endpoint_for_seed(session=session, workspace_id=seed.workspace_id, seed=seed)
+        except (InvalidInput, ValueError) as exc:  # no password or server saved, bad settings
+            _decide(session, result.id, Placement.ERROR, error=str(exc))
+            continue
         targets.append(
             _SeedTarget(
                 result_id=result.id,

@@ -37,7 +37,7 @@ def e2e_database_url(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def app_harness(e2e_database_url, tmp_path_factory) -> Iterator[object]:
+def app_harness(e2e_database_url, redis_server, tmp_path_factory) -> Iterator[object]:
     from cryptography.fernet import Fernet
     from reflex.testing import AppHarness
 
@@ -49,6 +49,8 @@ def app_harness(e2e_database_url, tmp_path_factory) -> Iterator[object]:
         "MAILER_ENV": "dev",
         "MAILER_SUPERVISE": "0",
         "MAILER_LAB": "0",
+        # The test's private Redis: jobs the app queues run on workers a test starts.
+        "REDIS_URL": redis_server,
         "MASTER_KEY": Fernet.generate_key().decode(),
         "REFLEX_TELEMETRY_ENABLED": "false",
         "REFLEX_USE_SYSTEM_BUN": "1",
