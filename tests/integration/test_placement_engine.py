@@ -455,3 +455,37 @@ def test_progress_reports_each_seed_as_results_arrive(lab, pool):
     )
     assert (progress.pending, progress.counts, progress.done) == (0, {"spam": 2}, True)
     assert {r.folder for r in progress.results} == {"[Gmail]/Spam", "Junk Email"}
+
+
+def test_two_requests_racing_with_one_idempotency_key_make_one_run(lab, engine, queued):
+    seed = lab.seed("gmail.lab")
+    barrier = threading.Barrier(2)
+    run_ids, errors = [], []
+
+    def trigger() -> None:
+        try:
+            with Session(engine, expire_on_commit=False) as session:
+                barrier.wait()
+                run = placement.trigger_placement_run(
+                    session=session,
+                    workspace_id=lab.workspace_id,
+                    seed_ids=[seed.id],
+                    content=SeedContent(subject="Race", html_body="", text_body="Hi"),
+                    sender_account_id=lab.sender_id,
+                    idempotency_key="same-key",
+                    check_offsets_min=OFFSETS,
+                )
+                session.commit()
+                run_ids.append(run.id)
+        except Exception as exc:  # noqa: BLE001 (the assertion below shows it)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=trigger) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    assert len(run_ids) == 2 and run_ids[0] == run_ids[1]
+    assert len(lab.results(run_ids[0])) == 1
+    assert queued.sends == [run_ids[0]]
