@@ -11,6 +11,7 @@ from mailer_app.pages import (  # noqa: F401  (register routes)
     login,
     preflight,
     seeds,
+    senders,
     setup,
     status,
 )

@@ -5,6 +5,7 @@ LOGIN = "/login"
 SETUP = "/setup"
 STATUS = "/status"
 SEEDS = "/seeds"
+SENDERS = "/senders"
 PREFLIGHT = "/preflight"
 
 # HTTP API (served by the backend next to Reflex's own endpoints).

@@ -10,6 +10,7 @@ from mailer_app.state.auth import AuthState
 # Only pages that work are listed here; a page joins when its issue lands.
 NAVIGATION = [
     ("Home", routes.HOME, "house"),
+    ("Sender accounts", routes.SENDERS, "at-sign"),
     ("Seed mailboxes", routes.SEEDS, "mailbox"),
     ("Pre-flight test", routes.PREFLIGHT, "send"),
     ("System status", routes.STATUS, "activity"),
