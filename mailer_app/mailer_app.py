@@ -7,6 +7,7 @@ import reflex as rx
 
 from mailer_app.api import build_api
 from mailer_app.pages import (  # noqa: F401  (register routes)
+    contacts,
     home,
     login,
     preflight,
@@ -14,6 +15,7 @@ from mailer_app.pages import (  # noqa: F401  (register routes)
     senders,
     setup,
     status,
+    suppressions,
 )
 from mailer_app.startup import app_lifespan
 

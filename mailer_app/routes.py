@@ -7,6 +7,14 @@ STATUS = "/status"
 SEEDS = "/seeds"
 SENDERS = "/senders"
 PREFLIGHT = "/preflight"
+CONTACTS = "/contacts"
+SUPPRESSIONS = "/suppressions"
 
 # HTTP API (served by the backend next to Reflex's own endpoints).
 API_HEALTH = "/health"
+API_CONTACT_IMPORT_REPORT = "/exports/contact-imports/{import_id:int}/rejected.csv"
+
+
+def contact_import_report(import_id: int) -> str:
+    """The CSV of every row an import rejected (signed-in users of its workspace)."""
+    return f"/exports/contact-imports/{int(import_id)}/rejected.csv"

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         default=[1, 3, 5, 10],
         validation_alias=AliasChoices("PLACEMENT_CHECK_OFFSETS", "placement_check_offsets"),
     )
+    # Largest contact (or suppression) CSV file that can be uploaded and imported, in MB
+    # (100 MB is about a million rows; an import of that size peaks near 300 MB of memory).
+    contacts_max_upload_mb: float = Field(
+        default=100,
+        gt=0,
+        validation_alias=AliasChoices("CONTACTS_MAX_UPLOAD_MB", "contacts_max_upload_mb"),
+    )
 
     @property
     def is_dev(self) -> bool:
@@ -81,6 +88,14 @@ class Settings(BaseSettings):
     @property
     def lab_dir(self) -> Path:
         return self.data_dir / "lab"
+
+    @property
+    def contacts_max_upload_bytes(self) -> int:
+        return int(self.contacts_max_upload_mb * 1_000_000)
+
+    def contact_uploads_dir(self, workspace_id: int) -> Path:
+        """Where a workspace's uploaded contact files and import reports are kept."""
+        return self.data_dir / "uploads" / str(int(workspace_id)) / "contacts"
 
     def resolved_database_url(self) -> str:
         """DATABASE_URL, or the embedded SQLite file under the data folder."""

@@ -10,6 +10,8 @@ from mailer_app.state.auth import AuthState
 # Only pages that work are listed here; a page joins when its issue lands.
 NAVIGATION = [
     ("Home", routes.HOME, "house"),
+    ("Contacts", routes.CONTACTS, "users"),
+    ("Suppressions", routes.SUPPRESSIONS, "ban"),
     ("Sender accounts", routes.SENDERS, "at-sign"),
     ("Seed mailboxes", routes.SEEDS, "mailbox"),
     ("Pre-flight test", routes.PREFLIGHT, "send"),

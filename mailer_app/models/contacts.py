@@ -23,10 +23,14 @@ class ContactList(WorkspaceRow, table=True):
 
 
 class Contact(WorkspaceRow, table=True):
+    # Every query of contacts names their list, so the unique (list_id, email) index
+    # serves them all; the workspace and list indexes other tables have would only
+    # slow down big imports (each index is written for every row).
     __table_args__ = (sa.UniqueConstraint("list_id", "email"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    list_id: int = Field(foreign_key="contact_list.id", index=True)
+    workspace_id: int = Field(foreign_key="workspace.id", nullable=False)
+    list_id: int = Field(foreign_key="contact_list.id")
     email: str = Field(max_length=320)  # lowercased: the deduplication key
     first_name: str = Field(default="", max_length=200)
     last_name: str = Field(default="", max_length=200)
@@ -44,13 +48,23 @@ class ContactImport(WorkspaceRow, table=True):
     column_mapping: dict[str, str] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False)
     )
-    rows_total: int = 0
-    rows_imported: int = 0
+    # The uploaded file, relative to the workspace's contact uploads folder.
+    stored_name: str = Field(default="", max_length=255)
+    file_size: int = 0
+    bytes_read: int = 0  # progress through the file
+    rows_total: int = 0  # rows read so far (all of them once done)
+    rows_imported: int = 0  # new contacts plus updated ones
+    rows_updated: int = 0  # of rows_imported, contacts that were already in the list
     rows_rejected: int = 0
     # [{"line": 12, "reason": "..."}], capped; the full report is a file.
     errors: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
+    # The report of every rejected row (a CSV next to the upload), once there is one.
+    report_name: str | None = Field(default=None, max_length=255)
+    # Why a failed import stopped (plain words, shown on the page).
+    message: str | None = Field(default=None, max_length=1000)
+    started_at: datetime | None = None
     finished_at: datetime | None = None
 
 
