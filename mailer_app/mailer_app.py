@@ -7,6 +7,8 @@ import reflex as rx
 
 from mailer_app.api import build_api
 from mailer_app.pages import (  # noqa: F401  (register routes)
+    campaign_wizard,
+    campaigns,
     contacts,
     home,
     login,

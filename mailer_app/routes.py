@@ -9,9 +9,18 @@ SENDERS = "/senders"
 PREFLIGHT = "/preflight"
 CONTACTS = "/contacts"
 SUPPRESSIONS = "/suppressions"
+CAMPAIGNS = "/campaigns"
+CAMPAIGN_WIZARD = "/campaigns/[cid]"
+
+
+def campaign_wizard(campaign_id: int | str) -> str:
+    """The wizard page of one campaign."""
+    return f"{CAMPAIGNS}/{campaign_id}"
+
 
 # HTTP API (served by the backend next to Reflex's own endpoints).
 API_HEALTH = "/health"
+API_CAMPAIGN_SCHEMA = "/schemas/campaign.schema.json"
 API_CONTACT_IMPORT_REPORT = "/exports/contact-imports/{import_id:int}/rejected.csv"
 
 

@@ -6,12 +6,14 @@ from starlette.routing import Route
 from mailer_app import routes
 from mailer_app.api.contacts import contact_import_report
 from mailer_app.api.health import health
+from mailer_app.api.schemas import campaign_schema
 
 
 def build_api() -> Starlette:
     return Starlette(
         routes=[
             Route(routes.API_HEALTH, health, methods=["GET"]),
+            Route(routes.API_CAMPAIGN_SCHEMA, campaign_schema, methods=["GET"]),
             Route(routes.API_CONTACT_IMPORT_REPORT, contact_import_report, methods=["GET"]),
         ]
     )

@@ -12,6 +12,7 @@ NAVIGATION = [
     ("Home", routes.HOME, "house"),
     ("Contacts", routes.CONTACTS, "users"),
     ("Suppressions", routes.SUPPRESSIONS, "ban"),
+    ("Campaigns", routes.CAMPAIGNS, "mails"),
     ("Sender accounts", routes.SENDERS, "at-sign"),
     ("Seed mailboxes", routes.SEEDS, "mailbox"),
     ("Pre-flight test", routes.PREFLIGHT, "send"),

@@ -37,8 +37,10 @@ class ReviewStatus(StrEnum):
 class Campaign(WorkspaceRow, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200)
+    description: str = Field(default="", max_length=1000)
     status: str = Field(default=CampaignStatus.DRAFT, max_length=16, index=True)
     status_reason: str | None = None
+    # The sender and seed list of the latest published version (the draft keeps its own).
     sender_account_id: int | None = Field(default=None, foreign_key="sender_account.id")
     seed_list_id: int | None = Field(default=None, foreign_key="seed_list.id")
     archived_at: datetime | None = None
@@ -55,10 +57,15 @@ class CampaignVersion(WorkspaceRow, table=True):
     number: int
     is_draft: bool = Field(default=True)
     wizard_step: str = Field(default="basics", max_length=32)
+    # Wizard steps the author has saved at least once (a step is complete when it is
+    # in here and its values validate).
+    steps_done: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    sender_account_id: int | None = Field(default=None, foreign_key="sender_account.id")
+    seed_list_id: int | None = Field(default=None, foreign_key="seed_list.id")
     subject: str = Field(default="")
     html_body: str = Field(default="")
     text_body: str = Field(default="")
-    # {"list_ids": [...], "filters": [...]}
+    # {"list_ids": [...], "filters": [{"field": ..., "op": ..., "value": ...}]}
     recipients: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     # {"pattern": "invoices/{{ customer_id }}/*.pdf", "zip": false}
     attachment_rules: dict[str, Any] = Field(
