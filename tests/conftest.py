@@ -41,8 +41,14 @@ PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Browser tests last: they are the slowest, and Playwright's sync API keeps an
-    event loop running on the main thread until the session ends."""
-    items.sort(key=lambda item: "/tests/e2e/" in str(item.path))
+    event loop running on the main thread until the session ends. Among them, the
+    ones that need the shared app's database still empty come first."""
+
+    def order(item) -> tuple[bool, bool]:
+        is_browser = "/tests/e2e/" in str(item.path)
+        return is_browser, item.get_closest_marker("empty_database") is None
+
+    items.sort(key=order)
 
 
 def free_port() -> int:
