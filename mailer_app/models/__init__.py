@@ -4,12 +4,15 @@ from mailer_app.models.alerts import AlertEvent, AlertKind
 from mailer_app.models.audit import AuditEntry
 from mailer_app.models.base import Source, utcnow
 from mailer_app.models.campaigns import (
+    BuildStatus,
     BuiltMessage,
     Campaign,
     CampaignAttachment,
+    CampaignBuild,
     CampaignRun,
     CampaignStatus,
     CampaignVersion,
+    ReviewDecision,
     ReviewStatus,
     RunKind,
 )
@@ -43,6 +46,9 @@ from mailer_app.models.sending import AppendStatus, SendAttempt, SendRecord, Sen
 from mailer_app.models.tenancy import ApiKey, Membership, Role, User, UserSession, Workspace
 
 __all__ = [
+    "ReviewDecision",
+    "CampaignBuild",
+    "BuildStatus",
     "TERMINAL_PLACEMENTS",
     "AlertEvent",
     "AlertKind",

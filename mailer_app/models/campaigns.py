@@ -88,11 +88,21 @@ class CampaignAttachment(WorkspaceRow, table=True):
     size_bytes: int = 0
 
 
+class ReviewDecision(StrEnum):
+    APPROVED = "approved"  # a person let a warning or needs_review message go
+    EXCLUDED = "excluded"  # a person took the message out of the campaign
+
+
 class BuiltMessage(WorkspaceRow, table=True):
-    """One recipient's rendered message and its review status."""
+    """One recipient's message of a published version: what it was built from, what
+    it came to, and its review status. The bytes are not stored: they are assembled
+    again, identically, from the version's templates and `merge_data`."""
 
     __tablename__ = "built_message"
-    __table_args__ = (sa.UniqueConstraint("version_id", "email"),)
+    __table_args__ = (
+        sa.UniqueConstraint("version_id", "email"),
+        sa.Index("ix_built_message_version_status", "version_id", "review_status"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
@@ -105,8 +115,48 @@ class BuiltMessage(WorkspaceRow, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
     input_digest: str = Field(default="", max_length=64)  # rebuild touches only changed rows
-    approved_by_id: int | None = Field(default=None, foreign_key="user.id")
-    approved_at: datetime | None = None
+    # The recipient's merge fields as they were at build time (what the message uses).
+    merge_data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    subject: str = Field(default="")  # rendered; empty when it could not be rendered
+    # The Message-ID header, kept across rebuilds while the message is unchanged.
+    message_id_header: str = Field(default="", max_length=255)
+    size_bytes: int = 0  # the whole MIME message
+    # Per-recipient files: [{"path": relative to the attachments folder, "filename", "size"}]
+    attachments: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    # A person's decision on this message (ReviewDecision), cleared when a rebuild
+    # changes the message.
+    decision: str | None = Field(default=None, max_length=16)
+    approved_by_id: int | None = Field(default=None, foreign_key="user.id")  # who decided
+    approved_at: datetime | None = None  # when
+    built_at: datetime | None = None
+
+
+class BuildStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class CampaignBuild(WorkspaceRow, table=True):
+    """One build of a published version: progress for the page, counts when done."""
+
+    __tablename__ = "campaign_build"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    version_id: int = Field(foreign_key="campaign_version.id", index=True)
+    status: str = Field(default=BuildStatus.QUEUED, max_length=16)
+    total: int = 0  # recipients to build (known once counted)
+    done: int = 0  # recipients built so far
+    changed: int = 0  # messages created or changed by this build
+    # {"ready": 10, "blocked": 2, ...} once done
+    counts: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    message: str | None = Field(default=None, max_length=1000)  # why it failed, plain words
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 class RunKind(StrEnum):
