@@ -40,7 +40,14 @@ from mailer_app.models import (
     Source,
     utcnow,
 )
-from mailer_app.services import InvalidInput, NotFoundError, ServiceError, attachments, audit
+from mailer_app.services import (
+    InvalidInput,
+    NotFoundError,
+    ServiceError,
+    attachments,
+    audit,
+    campaign_status,
+)
 from mailer_app.services.campaign_steps import (
     STEP_LABELS,
     STEPS,
@@ -76,15 +83,8 @@ _ARCHIVABLE = {
     CampaignStatus.COMPLETED,
     CampaignStatus.CANCELLED,
 }
-_ALLOWED_MOVES: dict[str, frozenset[str]] = {
-    CampaignStatus.DRAFT: frozenset({CampaignStatus.IN_REVIEW, CampaignStatus.ARCHIVED}),
-    CampaignStatus.IN_REVIEW: frozenset({CampaignStatus.DRAFT, CampaignStatus.ARCHIVED}),
-    CampaignStatus.BUILT: frozenset({CampaignStatus.DRAFT, CampaignStatus.ARCHIVED}),
-    CampaignStatus.APPROVED: frozenset({CampaignStatus.DRAFT, CampaignStatus.ARCHIVED}),
-    CampaignStatus.COMPLETED: frozenset({CampaignStatus.ARCHIVED}),
-    CampaignStatus.CANCELLED: frozenset({CampaignStatus.ARCHIVED}),
-    CampaignStatus.ARCHIVED: frozenset(_ARCHIVABLE),
-}
+# The status machine's table (campaign_status.MOVES), kept under its old name.
+_ALLOWED_MOVES: dict[str, frozenset[str]] = campaign_status.MOVES
 
 
 class CampaignNotFound(NotFoundError):
@@ -166,17 +166,26 @@ class WizardData:
 # --- status ----------------------------------------------------------------------------
 
 
-def change_status(campaign: Campaign, status: CampaignStatus | str, reason: str | None = None):
-    """Move a campaign to `status` if the move is allowed, else ServiceError."""
-    status = CampaignStatus(status)
-    if status == campaign.status:
-        return
-    if status not in _ALLOWED_MOVES.get(campaign.status, frozenset()):
-        label = STATUS_LABELS.get(campaign.status, campaign.status).lower()
-        raise ServiceError(f"This campaign is {label}: it cannot be changed that way now.")
-    campaign.status = status
-    campaign.status_reason = reason
-    campaign.updated_at = utcnow()
+def change_status(
+    campaign: Campaign,
+    status: CampaignStatus | str,
+    reason: str | None = None,
+    *,
+    session: Session | None = None,
+    user_id: int | None = None,
+    source: Source | str = Source.SYSTEM,
+) -> Campaign:
+    """Move a campaign through the status machine (`campaign_status.transition`, which
+    audits the move); IllegalTransition (a ServiceError) when the move is not allowed."""
+    from sqlalchemy.orm import object_session
+
+    session = session or object_session(campaign)
+    if session is None:
+        raise ServiceError("This campaign is not loaded from the database: reload it and retry.")
+    return campaign_status.transition(
+        session=session, campaign=campaign, to=status, user_id=user_id, source=source,
+        reason=reason,
+    )  # fmt: skip
 
 
 # --- campaigns ---------------------------------------------------------------------------
@@ -362,7 +371,14 @@ def archive_campaign(
         raise ServiceError("A campaign that is queued or sending cannot be archived.")
     previous = campaign.status
     # While archived, status_reason keeps the status to return to.
-    change_status(campaign, CampaignStatus.ARCHIVED, reason=previous)
+    change_status(
+        campaign,
+        CampaignStatus.ARCHIVED,
+        reason=previous,
+        session=session,
+        user_id=user_id,
+        source=source,
+    )
     campaign.archived_at = utcnow()
     session.add(campaign)
     session.flush()
@@ -385,7 +401,7 @@ def restore_campaign(
     previous = campaign.status_reason or CampaignStatus.DRAFT
     if previous not in _ARCHIVABLE:
         previous = CampaignStatus.DRAFT
-    change_status(campaign, previous)
+    change_status(campaign, previous, session=session, user_id=user_id, source=source)
     campaign.archived_at = None
     session.add(campaign)
     session.flush()
@@ -477,7 +493,9 @@ def editable_draft(
     draft.steps_done = [s for s in published.steps_done if s != "review"]
     draft.wizard_step = step if step in STEPS else "basics"
     if campaign.status in _BACK_TO_DRAFT:
-        change_status(campaign, CampaignStatus.DRAFT)
+        change_status(
+            campaign, CampaignStatus.DRAFT, session=session, user_id=user_id, source=source
+        )
         session.add(campaign)
     session.flush()
     _audit(
@@ -566,7 +584,9 @@ def publish(
     draft.steps_done = [*STEPS]
     campaign.sender_account_id = draft.sender_account_id
     campaign.seed_list_id = draft.seed_list_id
-    change_status(campaign, CampaignStatus.IN_REVIEW)
+    change_status(
+        campaign, CampaignStatus.IN_REVIEW, session=session, user_id=user_id, source=source
+    )
     session.add_all([draft, campaign])
     session.flush()
     _audit(session, "campaign.publish", campaign, user_id, source, version=draft.number)
