@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CONTACTS_MAX_UPLOAD_MB", "contacts_max_upload_mb"),
     )
 
+    # Largest whole message (MIME, files included) a build lets through, in MB: most
+    # providers refuse more than 25 MB.
+    message_max_mb: float = Field(
+        default=25, gt=0, validation_alias=AliasChoices("MESSAGE_MAX_MB", "message_max_mb")
+    )
+
     @property
     def is_dev(self) -> bool:
         return self.environment == Environment.DEV

@@ -37,6 +37,7 @@ from sqlmodel import Session, select
 
 from mailer_app.db import after_commit
 from mailer_app.models import (
+    BuiltMessage,
     Campaign,
     CampaignVersion,
     Contact,
@@ -245,6 +246,16 @@ def delete_contact_list(
         .select_from(Contact)
         .where(Contact.workspace_id == workspace_id, Contact.list_id == list_id)
     ).one()
+    in_list = select(Contact.id).where(
+        Contact.workspace_id == workspace_id, Contact.list_id == list_id
+    )
+    # Built messages keep their own copy of the recipient's data: they stay (an archived
+    # campaign's review still shows them) but no longer point at a contact.
+    session.execute(
+        sa.update(BuiltMessage)
+        .where(BuiltMessage.workspace_id == workspace_id, BuiltMessage.contact_id.in_(in_list))
+        .values(contact_id=None)
+    )
     session.execute(
         sa.delete(Contact).where(Contact.workspace_id == workspace_id, Contact.list_id == list_id)
     )
