@@ -8,6 +8,9 @@ rotate-secrets   re-encrypt every stored secret with the newest MASTER_KEY
 campaign validate FILE                  check a campaign JSON document
 campaign import FILE --workspace ID     import it as a new draft campaign
 campaign export ID --workspace ID       print a campaign as a JSON document
+build CAMPAIGN_ID --workspace ID [--wait]   build every message of the published version
+review CAMPAIGN_ID --workspace ID           counts by status and reason, and what blocks Send
+test-send MESSAGE_ID --to ADDRESS --workspace ID   send one built message as a test
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import getpass
 import json
 import sys
+import time
 
 from mailer_app.db import schema_revisions, session_scope, upgrade_to_head
 from mailer_app.settings import ConfigurationError, get_settings
@@ -173,6 +177,118 @@ def cmd_campaign_export(args) -> int:
     return 0
 
 
+# --- build and review ---------------------------------------------------------------------
+
+
+def _build_line(row) -> str:
+    counts = ", ".join(f"{n:,} {status}" for status, n in (row.counts or {}).items() if n)
+    text = f"build {row.id}: {row.status}, {row.done:,} of {row.total:,} recipients"
+    if row.status == "done":
+        text += f", {row.changed:,} new or changed" + (f" ({counts})" if counts else "")
+    if row.message:
+        text += f": {row.message}"
+    return text
+
+
+def cmd_build(args) -> int:
+    from mailer_app.models import CampaignBuild, CampaignVersion, Source
+    from mailer_app.services import ServiceError, build
+    from mailer_app.services.workspaces import get_workspace
+
+    try:
+        with session_scope() as session:
+            get_workspace(session=session, workspace_id=args.workspace)
+            row = build.start_build(
+                session=session, workspace_id=args.workspace, campaign_id=args.campaign_id,
+                user_id=None, source=Source.CLI,
+            )  # fmt: skip
+            version = session.get(CampaignVersion, row.version_id)
+            build_id, number = row.id, version.number if version else "?"
+            print(f"build {build_id} of campaign {args.campaign_id} (version {number}) "
+                  f"is {row.status}")  # fmt: skip
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    last = ""
+    while True:
+        with session_scope() as session:
+            row = session.get(CampaignBuild, build_id)
+            line = _build_line(row)
+            status = row.status
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if status in ("done", "failed"):
+            return 0 if status == "done" else 1
+        if time.monotonic() > deadline:
+            print(f"error: the build did not finish within {args.timeout:g} s "
+                  "(is a worker running on the build queue?)", file=sys.stderr)  # fmt: skip
+            return 1
+        time.sleep(0.5)
+
+
+def cmd_review(args) -> int:
+    from mailer_app.services import ServiceError, review
+    from mailer_app.services.campaigns import STATUS_LABELS, get_campaign
+
+    try:
+        with session_scope() as session:
+            campaign = get_campaign(
+                session=session, workspace_id=args.workspace, campaign_id=args.campaign_id
+            )
+            label = STATUS_LABELS.get(campaign.status, campaign.status)
+            counts = review.review_counts(
+                session=session, workspace_id=args.workspace, campaign_id=args.campaign_id
+            )
+            blockers = review.send_blockers(
+                session=session, workspace_id=args.workspace, campaign_id=args.campaign_id
+            )
+            print(f"campaign {campaign.id} {campaign.name!r}: {label}")
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{counts.total:,} messages")
+    for status, n in counts.by_status.items():
+        print(f"  {status:<13} {n:>9,}")
+    if counts.by_reason:
+        print("reasons:")
+    for reason in counts.by_reason:
+        approved = f", {reason.approved:,} approved" if reason.approved else ""
+        details = f" [{', '.join(reason.details)}]" if reason.details else ""
+        print(f"  {reason.status:<13} {reason.code:<22} {reason.count:>9,}{approved}"
+              f"  {reason.explanation}{details}")  # fmt: skip
+    if blockers:
+        print("Send is blocked:")
+        for blocker in blockers:
+            print(f"  - {blocker}")
+    else:
+        print("Send is possible: nothing blocks it.")
+    return 0
+
+
+def cmd_test_send(args) -> int:
+    from mailer_app.models import Source
+    from mailer_app.services import ServiceError, review
+
+    try:
+        with session_scope() as session:
+            result = review.test_send(
+                session=session, workspace_id=args.workspace, message_id=args.message_id,
+                to_address=args.to, user_id=None, source=Source.CLI,
+            )  # fmt: skip
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if result.ok:
+        print(f"test sent to {args.to}: {result.detail}")
+        return 0
+    print(f"error: the test was not sent: {result.detail}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mailer_app",
@@ -207,6 +323,21 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--workspace", type=int, required=True, help="workspace id")
     export.add_argument("--out", help="write to this file instead of printing")
     export.set_defaults(func=cmd_campaign_export)
+    do_build = sub.add_parser("build", help="build every message of a campaign")
+    do_build.add_argument("campaign_id", type=int)
+    do_build.add_argument("--workspace", type=int, required=True, help="workspace id")
+    do_build.add_argument("--wait", action="store_true", help="wait for the build, with progress")
+    do_build.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait at most")
+    do_build.set_defaults(func=cmd_build)
+    do_review = sub.add_parser("review", help="counts by status and reason, and Send blockers")
+    do_review.add_argument("campaign_id", type=int)
+    do_review.add_argument("--workspace", type=int, required=True, help="workspace id")
+    do_review.set_defaults(func=cmd_review)
+    test_send = sub.add_parser("test-send", help="send one built message as a test")
+    test_send.add_argument("message_id", type=int)
+    test_send.add_argument("--to", required=True, help="the address to send the test to")
+    test_send.add_argument("--workspace", type=int, required=True, help="workspace id")
+    test_send.set_defaults(func=cmd_test_send)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

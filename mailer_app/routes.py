@@ -11,11 +11,17 @@ CONTACTS = "/contacts"
 SUPPRESSIONS = "/suppressions"
 CAMPAIGNS = "/campaigns"
 CAMPAIGN_WIZARD = "/campaigns/[cid]"
+CAMPAIGN_REVIEW = "/campaigns/[cid]/review"
 
 
 def campaign_wizard(campaign_id: int | str) -> str:
     """The wizard page of one campaign."""
     return f"{CAMPAIGNS}/{campaign_id}"
+
+
+def campaign_review(campaign_id: int | str) -> str:
+    """The review page of one campaign: build, check and approve every message."""
+    return f"{CAMPAIGNS}/{campaign_id}/review"
 
 
 # HTTP API (served by the backend next to Reflex's own endpoints).
@@ -27,3 +33,11 @@ API_CONTACT_IMPORT_REPORT = "/exports/contact-imports/{import_id:int}/rejected.c
 def contact_import_report(import_id: int) -> str:
     """The CSV of every row an import rejected (signed-in users of its workspace)."""
     return f"/exports/contact-imports/{int(import_id)}/rejected.csv"
+
+
+API_MESSAGE_EML = "/exports/messages/{message_id:int}.eml"
+
+
+def message_eml(message_id: int) -> str:
+    """One built message as an .eml file (signed-in users of its workspace)."""
+    return f"/exports/messages/{int(message_id)}.eml"

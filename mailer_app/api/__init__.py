@@ -6,6 +6,7 @@ from starlette.routing import Route
 from mailer_app import routes
 from mailer_app.api.contacts import contact_import_report
 from mailer_app.api.health import health
+from mailer_app.api.messages import message_eml
 from mailer_app.api.schemas import campaign_schema
 
 
@@ -15,5 +16,6 @@ def build_api() -> Starlette:
             Route(routes.API_HEALTH, health, methods=["GET"]),
             Route(routes.API_CAMPAIGN_SCHEMA, campaign_schema, methods=["GET"]),
             Route(routes.API_CONTACT_IMPORT_REPORT, contact_import_report, methods=["GET"]),
+            Route(routes.API_MESSAGE_EML, message_eml, methods=["GET"]),
         ]
     )
