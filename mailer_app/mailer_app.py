@@ -13,6 +13,7 @@ from mailer_app.pages import (  # noqa: F401  (register routes)
     home,
     login,
     preflight,
+    review,
     seeds,
     senders,
     setup,

@@ -89,8 +89,21 @@ def wizard_header() -> rx.Component:
         rx.cond(
             ~WizardState.is_draft & ~WizardState.archived,
             rx.callout(
-                "This version is published and ready for review. Changing anything starts "
-                "a new draft version; this one stays as it is.",
+                rx.hstack(
+                    rx.text(
+                        "This version is published and ready for review. Changing anything "
+                        "starts a new draft version; this one stays as it is."
+                    ),
+                    rx.link(
+                        "Review messages",
+                        href=WizardState.review_href,
+                        weight="medium",
+                        white_space="nowrap",
+                        id="review-messages-link",
+                    ),
+                    align="center",
+                    spacing="3",
+                ),
                 icon="lock",
                 id="published-banner",
             ),

@@ -91,11 +91,23 @@ def campaign_row(row: rx.Var) -> rx.Component:
             )
         ),
         rx.table.cell(
-            rx.badge(
-                row["status_label"],
-                color_scheme=row["status_color"],
-                variant="soft",
-                class_name="campaign-status",
+            rx.vstack(
+                rx.badge(
+                    row["status_label"],
+                    color_scheme=row["status_color"],
+                    variant="soft",
+                    class_name="campaign-status",
+                ),
+                rx.cond(
+                    row["review_href"] != "",
+                    rx.link(
+                        "Review messages",
+                        href=row["review_href"],
+                        size="1",
+                        id=f"review-{row['id']}",
+                    ),
+                ),
+                spacing="1",
             )
         ),
         rx.table.cell(rx.text(row["version"], size="2")),

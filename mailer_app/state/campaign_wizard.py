@@ -157,6 +157,11 @@ class WizardState(rx.State):
         elif self.step == "review":
             await (await self.get_state(ReviewState)).refresh(workspace_id, self.campaign_id)
 
+    @rx.var
+    def review_href(self) -> str:
+        """The review page of this campaign (build, check and approve its messages)."""
+        return routes.campaign_review(self.campaign_id)
+
     def _visible(self, errors: dict[str, str]) -> dict[str, str]:
         if self._show_all:
             return dict(errors)

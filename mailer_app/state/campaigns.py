@@ -64,6 +64,10 @@ def display_row(row: campaigns.CampaignRow) -> dict[str, str]:
         "updated": row.updated_at.strftime("%Y-%m-%d %H:%M UTC"),
         "archived": "1" if row.archived else "",
         "href": routes.campaign_wizard(row.id),
+        # Once a version is published its messages can be built and reviewed.
+        "review_href": (
+            routes.campaign_review(row.id) if row.published_number and not row.archived else ""
+        ),
     }
 
 
