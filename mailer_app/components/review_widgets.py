@@ -2,7 +2,9 @@
 
 Element ids are stable for tests: build-progress, status-count-<status>,
 reason-<code>, approve-reason-<code>, message-row-<id>, exclude-<id>, eml-<id>,
-test-send-address, test-send-button, send-blockers, send-campaign.
+test-send-address, test-send-button, send-blockers, send-campaign; the recipient form:
+edit-recipient, recipient-first_name, recipient-last_name, recipient-field-<name>,
+save-recipient, recipient-error, recipient-saved.
 """
 
 from __future__ import annotations
@@ -393,12 +395,92 @@ def _preview_actions() -> rx.Component:
         ),
         rx.button(rx.icon("download", size=14), "Download .eml", size="2", variant="soft",
                   on_click=MessageState.download_eml(mid), id="preview-eml"),
+        rx.cond(ReviewGateState.can_review & (MessageState.contact_id != 0)
+                & ~MessageState.editing_recipient,
+                rx.button(rx.icon("user-pen", size=14), "Edit recipient", size="2",
+                          variant="soft", on_click=MessageState.edit_recipient,
+                          id="edit-recipient")),
         rx.spacer(),
         rx.icon_button(rx.icon("x", size=16), variant="ghost", on_click=MessageState.close,
                        aria_label="Close the preview"),
         align="center",
         width="100%",
         spacing="2",
+    )  # fmt: skip
+
+
+def _missing_badge(missing) -> rx.Component:
+    return rx.cond(missing, rx.badge("missing in this message", color_scheme="orange",
+                                     variant="soft", size="1"))  # fmt: skip
+
+
+def _recipient_input(label, name: str, value, element_id, missing) -> rx.Component:
+    return rx.vstack(
+        rx.hstack(rx.text(label, size="1", weight="medium"), _missing_badge(missing),
+                  spacing="2", align="center"),
+        rx.input(name=name, default_value=value, id=element_id, width="100%"),
+        spacing="1",
+        width="100%",
+    )  # fmt: skip
+
+
+def _recipient_field(item: rx.Var) -> rx.Component:
+    name = item["name"].to(str)
+    return _recipient_input(
+        name, "field-" + name, item["value"], "recipient-field-" + name, item["missing"] == "1"
+    )
+
+
+def _recipient_form() -> rx.Component:
+    """The recipient's names and custom fields, saved to the contact (not the address)."""
+    missing = MessageState.recipient_missing
+    return rx.form(
+        rx.vstack(
+            rx.text("Edit recipient", size="3", weight="bold"),
+            rx.text("The address ", rx.code(MessageState.email), " cannot be changed here: it "
+                    "is the contact's key. Saving changes the contact in its list; Rebuild then "
+                    "updates this message (and any other built for the same contact).",
+                    size="1", color_scheme="gray"),
+            rx.grid(
+                _recipient_input("First name", "first_name", MessageState.recipient_first_name,
+                                 "recipient-first_name", missing.contains("first_name")),
+                _recipient_input("Last name", "last_name", MessageState.recipient_last_name,
+                                 "recipient-last_name", missing.contains("last_name")),
+                rx.foreach(MessageState.recipient_fields, _recipient_field),
+                columns="3",
+                spacing="3",
+                width="100%",
+            ),
+            rx.cond(MessageState.recipient_error != "",
+                    rx.callout(MessageState.recipient_error, icon="triangle-alert",
+                               color_scheme="red", size="1", role="alert",
+                               id="recipient-error")),
+            rx.hstack(
+                rx.button("Save", type="submit", size="2", id="save-recipient"),
+                rx.button("Cancel", type="button", size="2", variant="soft", color_scheme="gray",
+                          on_click=MessageState.cancel_recipient, id="cancel-recipient"),
+                spacing="2",
+            ),
+            spacing="2",
+            width="100%",
+        ),
+        on_submit=MessageState.save_recipient,
+        reset_on_submit=False,
+        key=MessageState.message_id.to(str),
+        width="100%",
+        padding="12px",
+        border="1px solid var(--gray-a6)",
+        border_radius="6px",
+        id="recipient-form",
+    )  # fmt: skip
+
+
+def recipient_editor() -> rx.Component:
+    return rx.fragment(
+        rx.cond(MessageState.editing_recipient, _recipient_form()),
+        rx.cond(MessageState.recipient_saved != "",
+                rx.callout(MessageState.recipient_saved, icon="circle-check",
+                           color_scheme="green", size="1", id="recipient-saved")),
     )  # fmt: skip
 
 
@@ -420,6 +502,7 @@ def message_preview() -> rx.Component:
                 rx.foreach(MessageState.reasons,
                            lambda r: rx.text("• ", r, size="2", class_name="preview-reason")),
                 _preview_actions(),
+                recipient_editor(),
                 rx.cond(MessageState.error != "",
                         rx.callout(MessageState.error, icon="triangle-alert", color_scheme="red",
                                    size="1")),

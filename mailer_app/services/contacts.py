@@ -46,8 +46,9 @@ from mailer_app.models import (
     Role,
     Source,
     Suppression,
+    utcnow,
 )
-from mailer_app.services import InvalidInput, NotFoundError, audit
+from mailer_app.services import InvalidInput, NotFoundError, audit, templating
 from mailer_app.services.contact_csv import (
     CsvFileError,
     FileTooLarge,
@@ -55,6 +56,7 @@ from mailer_app.services.contact_csv import (
     file_size_text,
     open_contact_csv,
 )
+from mailer_app.services.naming import ensure_name_free
 from mailer_app.settings import get_settings
 
 # Roles that may change lists and import contacts (owners always may).
@@ -162,13 +164,10 @@ def _list_name(session: Session, workspace_id: int, name: object, *, exclude_id=
             f"The list name is too long (at most {LIST_NAME_MAX_LENGTH} characters).",
             field="name",
         )
-    query = select(ContactList.id).where(
-        ContactList.workspace_id == workspace_id, sa.func.lower(ContactList.name) == text.lower()
-    )
-    if exclude_id is not None:
-        query = query.where(ContactList.id != exclude_id)
-    if session.exec(query).first() is not None:
-        raise InvalidInput(f"There is already a list named {text}.", field="name")
+    ensure_name_free(
+        session=session, model=ContactList, workspace_id=workspace_id, name=text, what="list",
+        exclude_id=exclude_id,
+    )  # fmt: skip
     return text
 
 
@@ -316,6 +315,122 @@ def _audit_list(session, action, contact_list, user_id, source, **extra) -> None
         target_id=contact_list.id,
         details={"name": contact_list.name, **extra},
     )
+
+
+# --- one contact ---------------------------------------------------------------------------
+
+FIELD_VALUE_MAX_LENGTH = 1000
+
+
+class ContactNotFound(NotFoundError):
+    """No contact with this id in this workspace."""
+
+
+def get_contact(*, session: Session, workspace_id: int, contact_id: int) -> Contact:
+    """The contact with this id in this workspace, or ContactNotFound."""
+    contact = session.exec(
+        select(Contact).where(Contact.workspace_id == workspace_id, Contact.id == contact_id)
+    ).first()
+    if contact is None:
+        raise ContactNotFound("This contact does not exist (its list may have been deleted).")
+    return contact
+
+
+def editable_field_names(*, session: Session, contact: Contact) -> list[str]:
+    """The custom fields a person may edit on this contact: its list's fields, in the
+    list's order, then any other field the contact has (by name)."""
+    contact_list = session.get(ContactList, contact.list_id)
+    names = list((contact_list.field_names if contact_list is not None else None) or [])
+    names += sorted(set(contact.fields or {}) - set(names))
+    return names
+
+
+def _as_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def update_contact(
+    *,
+    session: Session,
+    workspace_id: int,
+    contact_id: int,
+    first_name: str,
+    last_name: str,
+    fields: Mapping[str, str],
+    user_id: int | None,
+    source: Source | str = Source.UI,
+) -> Contact:
+    """Change a contact's names and custom field values (not its address, the key it is
+    deduplicated and suppressed by).
+
+    The same rules as an import: names may not hold line breaks or control
+    characters (they go into the To header); field values are stripped, at most
+    FIELD_VALUE_MAX_LENGTH characters, and an empty one is left out (templates see
+    the field as missing). Only fields of the contact's list, or that the contact
+    already has, may be set; fields not given keep their values. InvalidInput names
+    the form field at fault; ContactNotFound outside the workspace. A change is
+    recorded in the audit log (the names of the fields changed, not their values).
+    """
+    contact = get_contact(session=session, workspace_id=workspace_id, contact_id=contact_id)
+    first = templating.check_header_value(
+        first_name or "", field="first_name", max_length=NAME_MAX_LENGTH
+    )
+    last = templating.check_header_value(
+        last_name or "", field="last_name", max_length=NAME_MAX_LENGTH
+    )
+    allowed = set(editable_field_names(session=session, contact=contact))
+    current = dict(contact.fields or {})
+    updated = dict(current)
+    for name, raw in fields.items():
+        if name not in allowed:
+            raise InvalidInput(
+                f"This contact has no field called {name}; import it into the list first.",
+                field=f"field-{name}",
+            )
+        if raw is not None and not isinstance(raw, str):
+            raise InvalidInput(f"The value of {name} must be text.", field=f"field-{name}")
+        value = (raw or "").strip()
+        if "\x00" in value:
+            raise InvalidInput(
+                f"The value of {name} cannot contain a NUL character.", field=f"field-{name}"
+            )
+        if len(value) > FIELD_VALUE_MAX_LENGTH:
+            raise InvalidInput(
+                f"The value of {name} is too long (at most {FIELD_VALUE_MAX_LENGTH} characters).",
+                field=f"field-{name}",
+            )
+        if not value:
+            updated.pop(name, None)
+        elif value != _as_text(current.get(name)).strip():
+            updated[name] = value
+        # else: unchanged text keeps the stored value as it is (a number stays a number)
+    changed = [
+        name
+        for name, before, after in (
+            ("first_name", contact.first_name, first),
+            ("last_name", contact.last_name, last),
+        )
+        if before != after
+    ]
+    changed += sorted(n for n in set(current) | set(updated) if current.get(n) != updated.get(n))
+    if not changed:
+        return contact
+    contact.first_name, contact.last_name, contact.fields = first, last, updated
+    contact.updated_at = utcnow()
+    contact.source = str(source)
+    session.add(contact)
+    session.flush()
+    audit.record(
+        session=session,
+        action="contact.update",
+        source=source,
+        workspace_id=workspace_id,
+        user_id=user_id,
+        target_type="contact",
+        target_id=contact.id,
+        details={"email": contact.email, "list_id": contact.list_id, "changed": changed},
+    )
+    return contact
 
 
 # --- column mapping ----------------------------------------------------------------------
@@ -863,6 +978,7 @@ __all__ = [
     "ContactImportNotFound",
     "ContactListNotFound",
     "ContactListRow",
+    "ContactNotFound",
     "CsvFileError",
     "CsvPreview",
     "FileTooLarge",
@@ -873,6 +989,8 @@ __all__ = [
     "create_contact_list",
     "custom_field_name",
     "delete_contact_list",
+    "editable_field_names",
+    "get_contact",
     "get_contact_list",
     "import_progress",
     "import_report_path",
@@ -885,5 +1003,6 @@ __all__ = [
     "rename_contact_list",
     "start_contact_import",
     "suggest_mapping",
+    "update_contact",
     "upload_path",
 ]

@@ -6,7 +6,9 @@ version (services/build.py makes them). A person may approve a `warning` or
 `needs_review` message (one, or all with the same reason), exclude any message that
 could go out, or put an excluded one back. An excluded message counts as excluded
 whatever the build said. Decisions are kept on the row with who made them and when,
-and in the audit log; a rebuild that changes a message clears its decision.
+and in the audit log; a rebuild that changes a message clears its decision. A
+recipient's data can be fixed from here too (`recipient_for_message` for the form,
+`contacts.update_contact` to save); the next rebuild changes that message only.
 
 The Send button is `approve_campaign`: it refuses while `send_blockers` says why
 (build missing, running or failed; messages needing review; the version does not
@@ -59,6 +61,7 @@ from mailer_app.services import (
     build,
     campaign_status,
     campaigns,
+    contacts,
     senders,
     templating,
 )
@@ -157,6 +160,19 @@ class MessagePreview:
     email: str = ""
     size_bytes: int = 0
     problem: str | None = None  # why the message cannot be assembled (blocked ones)
+    contact_id: int | None = None  # the recipient's contact (None once its list is deleted)
+
+
+@dataclass(frozen=True)
+class EditableRecipient:
+    """What a person may change about a message's recipient from the review page."""
+
+    contact_id: int
+    email: str  # shown, not editable
+    first_name: str
+    last_name: str
+    fields: list[tuple[str, str]]  # (custom field name, value as text), the list's order
+    missing: tuple[str, ...] = ()  # fields the message lacks (missing or printed blank)
 
 
 @dataclass(frozen=True)
@@ -418,6 +434,7 @@ def message_preview(*, session: Session, workspace_id: int, message_id: int) -> 
             headers=[], html_document=templating.preview_document(""), text="", attachments=[],
             review_status=row.review_status, reasons=view.reasons, decision=row.decision,
             email=row.email, size_bytes=row.size_bytes, problem=str(exc),
+            contact_id=row.contact_id,
         )  # fmt: skip
     parsed = parse_message(data)
     return MessagePreview(
@@ -430,6 +447,38 @@ def message_preview(*, session: Session, workspace_id: int, message_id: int) -> 
         decision=row.decision,
         email=row.email,
         size_bytes=len(data),
+        contact_id=row.contact_id,
+    )
+
+
+def recipient_for_message(
+    *, session: Session, workspace_id: int, message_id: int
+) -> EditableRecipient | None:
+    """The contact a message was built for, as the edit form shows it (None when the
+    message no longer has a contact: its list was deleted)."""
+    row = get_message(session=session, workspace_id=workspace_id, message_id=message_id)
+    if row.contact_id is None:
+        return None
+    try:
+        contact = contacts.get_contact(
+            session=session, workspace_id=workspace_id, contact_id=row.contact_id
+        )
+    except NotFoundError:
+        return None
+    stored = contact.fields or {}
+    names = contacts.editable_field_names(session=session, contact=contact)
+    missing = {
+        str(r.get("detail"))
+        for r in _reasons_of(row.reasons)
+        if r.get("code") in ("missing_field", "blank_field") and r.get("detail")
+    }
+    return EditableRecipient(
+        contact_id=contact.id,
+        email=contact.email,
+        first_name=contact.first_name or "",
+        last_name=contact.last_name or "",
+        fields=[(n, "" if stored.get(n) is None else str(stored[n])) for n in names],
+        missing=tuple(sorted(missing)),
     )
 
 

@@ -4,7 +4,8 @@ Two small states. `ReviewGateState` holds the campaign, its build (with live
 progress while the build job runs, polled by a bounded background loop like the
 contact import), the counts by status and reason, one page of the filtered message
 list and the Send button. `MessageState` holds the message being previewed, exactly
-as it will be sent, with its actions and the test send.
+as it will be sent, with its actions, the test send and the form that fixes its
+recipient's data (saved to the contact; the Rebuild button then remakes the message).
 
 Every handler asks the database who is signed in and checks the role: hiding a
 button is not authorization. Rules and queries are in services/build.py and
@@ -19,7 +20,7 @@ import reflex as rx
 
 from mailer_app.db import session_scope
 from mailer_app.models import BuildStatus, CampaignStatus, Role, Source
-from mailer_app.services import ServiceError, auth, build, campaigns, review
+from mailer_app.services import ServiceError, auth, build, campaigns, contacts, review
 from mailer_app.state.auth import AuthState
 from mailer_app.state.campaigns import STATUS_COLORS
 from mailer_app.state.live import client_connected
@@ -27,6 +28,8 @@ from mailer_app.state.live import client_connected
 PAGE_SIZE = 50
 REFRESH_SECONDS = 0.5
 MAX_REFRESHES = 4 * 3600  # two hours of polling at most, then the page shows the last state
+RECIPIENT_SAVED = "Saved. Rebuild to update the message."
+FIELD_INPUT = "field-"  # form input names of custom fields: field-<name>
 REVIEWER_ROLES = review.REVIEWER_ROLES
 APPROVER_ROLES = review.APPROVER_ROLES
 DECIDABLE = tuple(str(s) for s in review.DECIDABLE)  # a person may approve these
@@ -288,6 +291,7 @@ class ReviewGateState(rx.State):
         finally:
             self.starting = False
         self._say("")
+        (await self.get_state(MessageState)).recipient_saved = ""
         self._refresh(user.workspace_id)
         return ReviewGateState.watch
 
@@ -314,6 +318,7 @@ class ReviewGateState(rx.State):
                     self._read_build(row)
                     if row is None or row.status in (BuildStatus.DONE, BuildStatus.FAILED):
                         self._refresh(user.workspace_id)
+                        await (await self.get_state(MessageState)).reload()
                         return
         except ServiceError:
             return  # the campaign went away meanwhile
@@ -535,11 +540,22 @@ class MessageState(rx.State):
     test_result: str = ""
     test_ok: bool = True
     test_sending: bool = False
+    # The recipient's data, for the edit form (contact_id 0: no contact to edit).
+    contact_id: int = 0
+    recipient_first_name: str = ""
+    recipient_last_name: str = ""
+    recipient_fields: list[dict[str, str]] = []  # name, value, missing ("1" or "")
+    recipient_missing: list[str] = []
+    editing_recipient: bool = False
+    recipient_error: str = ""
+    recipient_saved: str = ""
 
     async def clear(self) -> None:
         self.message_id, self.error, self.test_result = 0, "", ""
         self.headers, self.attachments, self.reasons = [], [], []
         self.html_document = self.text = self.email = ""
+        self._close_recipient()
+        self.recipient_saved = ""
 
     async def reload(self) -> None:
         """The shown message again (after a decision changed it)."""
@@ -552,10 +568,11 @@ class MessageState(rx.State):
             self.error = "Sign in to continue."
             return
         try:
-            preview = await asyncio.to_thread(_preview, user.workspace_id, message_id)
+            preview, recipient = await asyncio.to_thread(_preview, user.workspace_id, message_id)
         except ServiceError as exc:
             self.error = str(exc)
             return
+        self._read_recipient(recipient)
         self.error = preview.problem or ""
         self.message_id = message_id
         self.headers = [{"name": name, "value": value} for name, value in preview.headers]
@@ -575,10 +592,30 @@ class MessageState(rx.State):
         self.decision_label = DECISION_LABELS.get(self.decision, self.decision)
         self.excludable = preview.review_status in EXCLUDABLE
 
+    def _read_recipient(self, recipient: review.EditableRecipient | None) -> None:
+        if recipient is None:
+            self.contact_id, self.recipient_fields, self.recipient_missing = 0, [], []
+            self.recipient_first_name = self.recipient_last_name = ""
+            self.editing_recipient = False
+            return
+        missing = set(recipient.missing)
+        self.contact_id = recipient.contact_id
+        self.recipient_first_name = recipient.first_name
+        self.recipient_last_name = recipient.last_name
+        self.recipient_fields = [
+            {"name": name, "value": value, "missing": "1" if name in missing else ""}
+            for name, value in recipient.fields
+        ]
+        self.recipient_missing = sorted(missing)
+
+    def _close_recipient(self) -> None:
+        self.editing_recipient, self.recipient_error = False, ""
+
     @rx.event
     async def select(self, message_id: str):
         if int(message_id) != self.message_id:
-            self.test_result = ""
+            self.test_result, self.recipient_saved = "", ""
+            self._close_recipient()
         self.loading = True
         yield
         await self._show(int(message_id))
@@ -608,7 +645,48 @@ class MessageState(rx.State):
 
     @rx.event
     def close(self):
-        self.message_id, self.test_result = 0, ""
+        self.message_id, self.test_result, self.recipient_saved = 0, "", ""
+        self._close_recipient()
+
+    @rx.event
+    def edit_recipient(self):
+        self.editing_recipient, self.recipient_error, self.recipient_saved = True, "", ""
+
+    @rx.event
+    def cancel_recipient(self):
+        self._close_recipient()
+
+    @rx.event
+    async def save_recipient(self, form: dict):
+        """Save the recipient's names and fields to the contact (not the message: the
+        Rebuild button remakes the messages whose data changed)."""
+        user, why = await permitted(self, REVIEWER_ROLES)
+        if user is None:
+            self.recipient_error = why
+            return
+        if not self.contact_id:
+            self.recipient_error = "This message has no contact any more (its list was deleted)."
+            return
+        fields = {
+            str(key)[len(FIELD_INPUT) :]: str(value or "")
+            for key, value in (form or {}).items()
+            if str(key).startswith(FIELD_INPUT)
+        }
+        try:
+            with session_scope() as session:
+                contacts.update_contact(
+                    session=session, workspace_id=user.workspace_id, contact_id=self.contact_id,
+                    first_name=str(form.get("first_name") or ""),
+                    last_name=str(form.get("last_name") or ""), fields=fields,
+                    user_id=user.user_id, source=Source.UI,
+                )  # fmt: skip
+        except ServiceError as exc:
+            self.recipient_error = str(exc)
+            return
+        self._close_recipient()
+        self.recipient_saved = RECIPIENT_SAVED
+        (await self.get_state(ReviewGateState))._say(RECIPIENT_SAVED)
+        await self.reload()
 
     @rx.event
     def set_test_address(self, value: str):
@@ -644,10 +722,15 @@ class MessageState(rx.State):
 
 
 def _preview(workspace_id: int, message_id: int):
+    """(the message's preview, its recipient for the edit form or None)."""
     with session_scope() as session:
-        return review.message_preview(
+        preview = review.message_preview(
             session=session, workspace_id=workspace_id, message_id=message_id
         )
+        recipient = review.recipient_for_message(
+            session=session, workspace_id=workspace_id, message_id=message_id
+        )
+        return preview, recipient
 
 
 def _eml(workspace_id: int, message_id: int) -> tuple[bytes, str]:

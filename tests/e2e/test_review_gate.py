@@ -1,6 +1,7 @@
 """A sender reviews a published campaign with mixed statuses in the browser: builds
 it, watches the build finish, reads the counts, approves the group that needs a
-review, excludes one message, downloads one as .eml, test-sends one, and sends.
+review, excludes one message, downloads one as .eml, test-sends one, fixes one
+recipient's missing field and rebuilds, and sends.
 
 Real everything: the app (AppHarness), Chromium, an RQ worker on the test Redis for
 the build job, and an SMTP server (aiosmtpd) behind the sender account for the test
@@ -250,6 +251,27 @@ def test_review_build_decide_download_and_send(
     assert "Hello Ann" in message.get_body(("html",)).get_content()
     assert "your pro plan" in message.get_body(("plain",)).get_content()
     assert [part.get_filename() for part in message.iter_attachments()] == ["C-1.pdf"]
+
+    # Fix Cy's missing plan in the recipient form, rebuild: only that warning goes.
+    page.click(f"#open-message-{ids['cy@example.com']}")
+    expect(page.locator("#preview-status")).to_have_text("Warning", timeout=ACTION_MS)
+    page.click("#edit-recipient")
+    expect(page.locator("#recipient-first_name")).to_have_value("Cy", timeout=ACTION_MS)
+    page.fill("#recipient-field-plan", "pro")
+    page.click("#save-recipient")
+    expect(page.locator("#recipient-saved")).to_have_text(
+        "Saved. Rebuild to update the message.", timeout=ACTION_MS
+    )
+    page.click("#build-button")
+    expect(page.locator("#build-summary")).to_contain_text(
+        "1 of them are new or changed", timeout=BUILD_MS
+    )
+    expect(count_of(page, "warning")).to_have_text("0")
+    expect(count_of(page, "ready")).to_have_text("2")  # Ann and Cy (Eve is excluded)
+    expect(page.locator(f"#message-row-{ids['cy@example.com']}")).to_contain_text("Ready")
+    expect(page.locator("#preview-status")).to_have_text("Ready")
+    expect(page.locator("#preview-text")).to_contain_text("your pro plan")
+    expect(page.locator(f"#message-row-{ids['bob@example.com']}")).to_contain_text("Approved")
 
     # Nothing needs a decision any more: Send is on, and approves the campaign.
     expect(page.locator("#send-blockers")).to_have_count(0, timeout=ACTION_MS)

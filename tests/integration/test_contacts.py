@@ -299,7 +299,7 @@ def test_one_import_per_list_at_a_time_and_a_mapping_must_name_the_email(session
 def test_list_names_are_unique_in_a_workspace_whatever_the_case(session):
     ws = new_workspace(session)
     list_id = make_list(session, ws, "Customers")
-    with pytest.raises(InvalidInput, match="already a list named customers"):
+    with pytest.raises(InvalidInput, match="already a list named Customers"):
         contacts.create_contact_list(
             session=session, workspace_id=ws, user_id=None, name="customers"
         )
