@@ -48,6 +48,7 @@ from mailer_app.models import (
 from mailer_app.services import InvalidInput, NotFoundError, audit
 from mailer_app.services import secrets as secret_store
 from mailer_app.services.esp import canonical_esp, imap_defaults_for
+from mailer_app.services.naming import ensure_name_free
 from mailer_app.settings import get_settings
 
 # Roles that may add, change, test and delete seeds (owners always may); viewers only look.
@@ -1008,13 +1009,10 @@ def _list_name(session: Session, workspace_id: int, name: object, *, exclude_id=
     text = _text(name, field="name", label="list name", max_length=LIST_NAME_MAX_LENGTH)
     if not text:
         raise InvalidInput("Give the seed list a name.", field="name")
-    query = select(SeedList.id).where(
-        SeedList.workspace_id == workspace_id, sa.func.lower(SeedList.name) == text.lower()
-    )
-    if exclude_id is not None:
-        query = query.where(SeedList.id != exclude_id)
-    if session.exec(query).first() is not None:
-        raise InvalidInput(f"There is already a seed list named {text}.", field="name")
+    ensure_name_free(
+        session=session, model=SeedList, workspace_id=workspace_id, name=text,
+        what="seed list", exclude_id=exclude_id,
+    )  # fmt: skip
     return text
 
 

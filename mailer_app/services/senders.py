@@ -43,6 +43,7 @@ from mailer_app.models import (
 )
 from mailer_app.services import InvalidInput, NotFoundError, audit
 from mailer_app.services import secrets as secret_store
+from mailer_app.services.naming import ensure_name_free
 from mailer_app.settings import Settings, get_settings
 
 # Roles that may add, change, test and delete sender accounts (owners always may).
@@ -369,15 +370,10 @@ def check_sender_fields(
 
 
 def _check_name_free(session: Session, workspace_id: int, name: str, exclude_id=None) -> None:
-    query = select(SenderAccount.name).where(
-        SenderAccount.workspace_id == workspace_id,
-        sa.func.lower(SenderAccount.name) == name.lower(),
-    )
-    if exclude_id is not None:
-        query = query.where(SenderAccount.id != exclude_id)
-    taken = session.exec(query).first()
-    if taken is not None:
-        raise InvalidInput(f"There is already a sender account named {taken}.", field="name")
+    ensure_name_free(
+        session=session, model=SenderAccount, workspace_id=workspace_id, name=name,
+        what="sender account", exclude_id=exclude_id,
+    )  # fmt: skip
 
 
 def _optional_password(value: object, field: str) -> str | None:
