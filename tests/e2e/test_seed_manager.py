@@ -123,7 +123,10 @@ def test_import_csv_lists_and_delete(app_harness, e2e_database_url, page, browse
 
     # A seed list: create, choose its mailboxes, rename, delete.
     name = f"Weekly {secrets.token_hex(3)}"
+    # The import dialog is gone before typing (a closing modal still holds the focus).
+    expect(page.get_by_role("dialog")).to_have_count(0, timeout=ACTION_MS)
     page.fill("#new-list-name", name)
+    expect(page.locator("#new-list-name")).to_have_value(name)
     page.click("#create-list")
     card = page.locator("[id^='seed-list-']", has_text=name)
     expect(card).to_contain_text("0 seed mailboxes", timeout=ACTION_MS)
