@@ -36,6 +36,8 @@ def contact_import_report(import_id: int) -> str:
 
 
 API_MESSAGE_EML = "/exports/messages/{message_id:int}.eml"
+# The link in every message (services/unsubscribe.unsubscribe_url makes it; no sign-in).
+API_UNSUBSCRIBE = "/unsubscribe/{token}"
 
 
 def message_eml(message_id: int) -> str:

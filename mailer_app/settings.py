@@ -46,9 +46,11 @@ class Settings(BaseSettings):
     master_key: str | None = Field(
         default=None, validation_alias=AliasChoices("MASTER_KEY", "master_key")
     )
-    # Base address of the web app, used in links inside emails (unsubscribe).
+    # Base of links inside emails (unsubscribe): where the backend answers. In dev that
+    # is Reflex's backend port (the dev frontend serves only the app's pages); in
+    # production the one public address of `reflex run --env prod`.
     public_url: str = Field(
-        default="http://localhost:3000", validation_alias=AliasChoices("PUBLIC_URL", "public_url")
+        default="http://localhost:8000", validation_alias=AliasChoices("PUBLIC_URL", "public_url")
     )
     # Start the worker, scheduler, private Redis and mail lab with the web app (dev only).
     supervise: bool = Field(

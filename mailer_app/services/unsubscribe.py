@@ -9,6 +9,10 @@ unsubscribe page needs no lookup table and the token cannot be enumerated:
 
 A token made under any of the configured master keys is accepted, so rotating
 MASTER_KEY ("NEW,OLD") keeps links in messages already sent working.
+
+The page (mailer_app/api/unsubscribe.py) calls `check_unsubscribe` to show what a
+link would do (opening it changes nothing) and `unsubscribe` on the POST, which puts
+the address on the workspace's suppression list.
 """
 
 from __future__ import annotations
@@ -17,8 +21,14 @@ import base64
 import functools
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from mailer_app.models import Source, Suppression, SuppressionReason, Workspace
+from mailer_app.services import InvalidInput, suppressions
+from mailer_app.services.contacts import normalize_contact_email
 from mailer_app.settings import get_settings
 
 _LABEL = b"mailer_app unsubscribe link v1"
@@ -82,3 +92,84 @@ def unsubscribe_url(workspace_id: int, email: str) -> str:
     """The full link put in List-Unsubscribe and offered to templates."""
     base = get_settings().public_url.rstrip("/")
     return f"{base}/unsubscribe/{unsubscribe_token(workspace_id, email)}"
+
+
+# --- the unsubscribe page ---------------------------------------------------------------
+
+INVALID_LINK = (
+    "This unsubscribe link is not valid: it may have been cut short or changed on the way. "
+    "Open the whole link from the email again, or reply to the email to be removed."
+)
+LINK_NOTE = "Unsubscribed with the link in an email."
+
+
+@dataclass(frozen=True)
+class UnsubscribeRequest:
+    """What a genuine link asks: remove `email` from the mail of `workspace_name`."""
+
+    workspace_id: int
+    workspace_name: str
+    email: str
+    already_unsubscribed: bool
+
+
+def check_unsubscribe(*, session: Session, token: str) -> UnsubscribeRequest:
+    """What the link would do, changing nothing (the confirmation page: mail scanners
+    follow links, so opening one must never unsubscribe). InvalidInput if not genuine."""
+    target = verify_unsubscribe_token(token)
+    workspace = session.get(Workspace, target.workspace_id) if target is not None else None
+    if workspace is None:
+        raise InvalidInput(INVALID_LINK, field="token")
+    try:
+        address = normalize_contact_email(target.email)
+    except InvalidInput:
+        raise InvalidInput(INVALID_LINK, field="token") from None
+    existing = _suppression(session, workspace.id, address)
+    return UnsubscribeRequest(
+        workspace_id=workspace.id,
+        workspace_name=workspace.name,
+        email=address,
+        already_unsubscribed=existing is not None
+        and existing.reason == SuppressionReason.UNSUBSCRIBE,
+    )
+
+
+def unsubscribe(
+    *, session: Session, token: str, source: Source | str = Source.API
+) -> UnsubscribeRequest:
+    """Put the link's address on its workspace's suppression list for `unsubscribe`.
+
+    Idempotent: an address already unsubscribed is left as it is (no new audit entry);
+    one suppressed for another reason gets `unsubscribe` (the latest event wins, as
+    everywhere on the list). A link that is not genuine changes nothing and raises
+    InvalidInput. Returns the request as it was before (`already_unsubscribed`).
+    """
+    request = check_unsubscribe(session=session, token=token)
+    if request.already_unsubscribed:
+        return request
+    existing = _suppression(session, request.workspace_id, request.email)
+    try:
+        # A savepoint: two clicks at once both see no row; the unique constraint
+        # refuses the second insert, and that address is then unsubscribed anyway.
+        with session.begin_nested():
+            suppressions.add_suppression(
+                session=session,
+                workspace_id=request.workspace_id,
+                email=request.email,
+                reason=SuppressionReason.UNSUBSCRIBE.value,
+                note=None if existing is not None else LINK_NOTE,
+                source=source,
+            )
+    except IntegrityError:
+        if _suppression(session, request.workspace_id, request.email) is None:
+            raise
+        return replace(request, already_unsubscribed=True)
+    return request
+
+
+def _suppression(session: Session, workspace_id: int, address: str) -> Suppression | None:
+    return session.exec(
+        select(Suppression).where(
+            Suppression.workspace_id == workspace_id, Suppression.email == address
+        )
+    ).first()
