@@ -31,6 +31,15 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, SQLModel, select
 
+from mailer_app.logs import register_secret
+from mailer_app.mail.dkim import (
+    DkimKeyError,
+    DkimSigner,
+    check_domain,
+    check_selector,
+    load_private_key,
+    split_txt,
+)
 from mailer_app.mail.imap import ImapEndpoint, ProbeResult, probe_mailbox
 from mailer_app.mail.smtp import SmtpEndpoint, SmtpProbe, probe_smtp
 from mailer_app.models import (
@@ -41,7 +50,7 @@ from mailer_app.models import (
     SenderAccount,
     Source,
 )
-from mailer_app.services import InvalidInput, NotFoundError, audit
+from mailer_app.services import InvalidInput, NotFoundError, ServiceError, audit
 from mailer_app.services import secrets as secret_store
 from mailer_app.services.naming import ensure_name_free
 from mailer_app.settings import Settings, get_settings
@@ -683,6 +692,7 @@ def delete_sender(
         raise InvalidInput(why)
     _drop_secret(session, sender, "credential_ref", user_id, source)
     _drop_secret(session, sender, "imap_credential_ref", user_id, source)
+    _drop_secret(session, sender, "dkim_key_ref", user_id, source)
     _audit(session, "sender.delete", sender, user_id, source)
     session.delete(sender)
     session.flush()
@@ -904,3 +914,185 @@ def test_new_sender_connection(
 
 
 test_new_sender_connection.__test__ = False
+
+
+# --- DKIM ------------------------------------------------------------------------------------
+#
+# A sender account may sign its messages with DKIM: a domain (d=), a selector (s=) and
+# a private key, which goes to the secret store (kind "dkim_key"); the row keeps only
+# `dkim_key_ref`. The domain must be the from address's domain or a domain it belongs
+# to, so the signature counts for DMARC (relaxed alignment).
+
+
+@dataclass(frozen=True)
+class DkimDnsRecord:
+    """The TXT record a sender's DKIM key needs in DNS (no private material)."""
+
+    name: str  # "<selector>._domainkey.<domain>"
+    value: str  # "v=DKIM1; k=rsa; p=..."
+    strings: tuple[str, ...]  # `value` in pieces of at most 255 characters
+    domain: str
+    selector: str
+    algorithm: str  # rsa | ed25519
+    bits: int
+    advice: tuple[str, ...]  # plain-language notes (a short key, Ed25519 support)
+    type: str = "TXT"
+
+
+def _from_domain(sender: SenderAccount) -> str:
+    return check_domain(sender.from_email.rpartition("@")[2])
+
+
+def _dkim_checked(check, value, field):
+    try:
+        return check(value)
+    except DkimKeyError as exc:
+        raise InvalidInput(str(exc), field=field) from None
+
+
+def _check_aligned(sender: SenderAccount, domain: str) -> None:
+    from_domain = _from_domain(sender)
+    if domain == from_domain or from_domain.endswith("." + domain):
+        return
+    parent = from_domain.split(".", 1)[1] if from_domain.count(".") > 1 else None
+    choices = f"{from_domain} or {parent}" if parent else from_domain
+    raise InvalidInput(
+        f"The DKIM domain must be {choices}: the domain of the from address "
+        f"({sender.from_email}) or a domain it belongs to. Receivers only count a DKIM "
+        "signature for DMARC when its domain matches the from address.",
+        field="dkim_domain",
+    )
+
+
+def set_dkim_key(
+    *,
+    session: Session,
+    workspace_id: int,
+    sender_id: int,
+    domain: str,
+    selector: str,
+    private_key_pem: str | None,
+    user_id: int | None,
+    source: Source | str = Source.UI,
+) -> SenderAccount:
+    """Sign this sender's messages with DKIM under `domain` and `selector`.
+
+    The key is a PEM private key (RSA of 1024-4096 bits, 2048 recommended, or
+    Ed25519), stored encrypted. An empty key keeps the saved one (to change only the
+    domain or selector). InvalidInput, naming the field, in plain words otherwise.
+    """
+    sender = get_sender(session=session, workspace_id=workspace_id, sender_id=sender_id)
+    dkim_domain = _dkim_checked(check_domain, domain, "dkim_domain")
+    _check_aligned(sender, dkim_domain)
+    dkim_selector = _dkim_checked(check_selector, selector, "dkim_selector")
+    new_key = None
+    if private_key_pem is not None and str(private_key_pem).strip():
+        register_secret(str(private_key_pem).strip())  # as pasted: masked in any log line
+        new_key = _dkim_checked(load_private_key, private_key_pem, "dkim_private_key")
+        pem = new_key.pem
+    elif sender.dkim_key_ref:
+        pem = _reveal_dkim_key(session, sender)
+    else:
+        raise InvalidInput(
+            "Paste the private key (the text starting with -----BEGIN).",
+            field="dkim_private_key",
+        )
+    # The signer checks what the key alone cannot (Ed25519 needs PyNaCl here).
+    signer = _dkim_checked(
+        lambda key: DkimSigner(dkim_domain, dkim_selector, key), pem, "dkim_private_key"
+    )
+    if new_key is not None:
+        _store_dkim_key(session, sender, new_key.pem, user_id, source)
+    sender.dkim_domain = dkim_domain
+    sender.dkim_selector = dkim_selector
+    session.add(sender)
+    session.flush()
+    _audit(session, "sender.dkim_set", sender, user_id, source, domain=dkim_domain,
+           selector=dkim_selector, algorithm=signer.key.algorithm, bits=signer.key.bits,
+           new_key=new_key is not None)  # fmt: skip
+    return sender
+
+
+def _store_dkim_key(session, sender, pem, user_id, source) -> None:
+    if sender.dkim_key_ref:
+        try:
+            secret_store.replace_secret(
+                session=session, workspace_id=sender.workspace_id, ref=sender.dkim_key_ref,
+                value=pem, source=source, updated_by_id=user_id,
+            )  # fmt: skip
+            return
+        except secret_store.SecretNotFound:
+            pass  # the stored key went missing: store a new one
+    sender.dkim_key_ref = secret_store.store_secret(
+        session=session, workspace_id=sender.workspace_id, value=pem, kind="dkim_key",
+        source=source, created_by_id=user_id,
+    )  # fmt: skip
+
+
+def _reveal_dkim_key(session: Session, sender: SenderAccount) -> str:
+    try:
+        return secret_store.reveal_secret(
+            session=session, workspace_id=sender.workspace_id, ref=sender.dkim_key_ref
+        )
+    except secret_store.SecretNotFound:
+        raise ServiceError(
+            f"The DKIM key of the sender account “{sender.name}” is missing. Add the key "
+            "again on the sender accounts page, or turn DKIM off there."
+        ) from None
+
+
+def clear_dkim_key(
+    *,
+    session: Session,
+    workspace_id: int,
+    sender_id: int,
+    user_id: int | None,
+    source: Source | str = Source.UI,
+) -> SenderAccount:
+    """Stop signing this sender's messages; its stored key is deleted."""
+    sender = get_sender(session=session, workspace_id=workspace_id, sender_id=sender_id)
+    had = bool(sender.dkim_key_ref or sender.dkim_domain or sender.dkim_selector)
+    _drop_secret(session, sender, "dkim_key_ref", user_id, source)
+    sender.dkim_domain = None
+    sender.dkim_selector = None
+    session.add(sender)
+    session.flush()
+    if had:
+        _audit(session, "sender.dkim_clear", sender, user_id, source)
+    return sender
+
+
+def dkim_dns_record(*, session: Session, workspace_id: int, sender_id: int) -> DkimDnsRecord | None:
+    """The DNS record to publish for this sender's DKIM key, or None without a key."""
+    signer = dkim_signer_for(session=session, workspace_id=workspace_id, sender_id=sender_id)
+    if signer is None:
+        return None
+    value = signer.public_dns_record()
+    return DkimDnsRecord(
+        name=signer.dns_name,
+        value=value,
+        strings=tuple(split_txt(value)),
+        domain=signer.domain,
+        selector=signer.selector,
+        algorithm=signer.key.algorithm,
+        bits=signer.key.bits,
+        advice=tuple(signer.key.advice),
+    )
+
+
+def dkim_signer_for(*, session: Session, workspace_id: int, sender_id: int) -> DkimSigner | None:
+    """The signer for this sender's messages, or None when it has no DKIM key.
+
+    ServiceError (plain words) when the saved key is missing or no longer usable:
+    the caller should not send unsigned what the user asked to sign.
+    """
+    sender = get_sender(session=session, workspace_id=workspace_id, sender_id=sender_id)
+    if not (sender.dkim_key_ref and sender.dkim_domain and sender.dkim_selector):
+        return None
+    pem = _reveal_dkim_key(session, sender)
+    try:
+        return DkimSigner(sender.dkim_domain, sender.dkim_selector, pem)
+    except DkimKeyError as exc:
+        raise ServiceError(
+            f"The DKIM settings of the sender account “{sender.name}” cannot be used: {exc}"
+        ) from None
