@@ -609,10 +609,25 @@ def save_step(
     """Autosave one wizard step: store what may be stored, report every problem.
 
     Only the fields present in `values` change; `step` counts as visited. A published
-    campaign gets a new draft first. (The step to resume at is `set_wizard_step`'s:
-    a late autosave of a step the author just left must not send them back to it.)
+    campaign gets a new draft first, unless nothing in `values` differs from it. (The
+    step to resume at is `set_wizard_step`'s: a late autosave of a step the author just
+    left must not send them back to it.)
     """
     checked = check_step(session=session, workspace_id=workspace_id, step=step, values=values)
+    if get_draft(session=session, workspace_id=workspace_id, campaign_id=campaign_id) is None:
+        campaign = get_campaign(session=session, workspace_id=workspace_id, campaign_id=campaign_id)
+        published = latest_published(
+            session=session, workspace_id=workspace_id, campaign_id=campaign_id
+        )
+        if published is not None and not checked.refused:
+            current = step_values(campaign, published)
+            if all(current.get(k) == v for k, v in checked.changes.items()):
+                # Nothing differs from the published version (a late autosave arriving
+                # after Publish, say): no new draft, the campaign stays where it is.
+                errors = step_problems(
+                    session=session, campaign=campaign, version=published, step=step
+                )
+                return StepResult(saved=True, errors=errors)
     campaign, draft = editable_draft(
         session=session,
         workspace_id=workspace_id,

@@ -380,6 +380,27 @@ def test_editing_a_published_campaign_makes_draft_2_and_leaves_1_as_it_was(sessi
     )  # fmt: skip
 
 
+def test_a_late_autosave_that_changes_nothing_leaves_the_published_campaign_alone(session, ws):
+    campaign = new_campaign(session, ws)
+    complete(session, ws, campaign.id)
+    campaigns.publish(
+        session=session, workspace_id=ws["workspace_id"], campaign_id=campaign.id,
+        user_id=ws["user_id"],
+    )  # fmt: skip
+    session.commit()
+    published = campaigns.latest_published(
+        session=session, workspace_id=ws["workspace_id"], campaign_id=campaign.id
+    )
+    result = save(session, ws, campaign.id, "content", subject=published.subject)
+    assert result.saved
+    versions = campaigns.list_versions(
+        session=session, workspace_id=ws["workspace_id"], campaign_id=campaign.id
+    )
+    assert [(v.number, v.is_draft) for v in versions] == [(1, False)]
+    session.refresh(campaign)
+    assert campaign.status == "in_review"
+
+
 # --- list, search, duplicate, archive ------------------------------------------------------------
 
 
