@@ -275,7 +275,8 @@ def test_two_workers_claiming_at_once_never_get_the_same_record(session, db_url)
             .group_by(SendRecord.claimed_by)
         ).all()
     )
-    assert by_worker == {"a": len(a), "b": len(b)}
+    # (a worker that claimed nothing, possible on SQLite, has no group)
+    assert by_worker == {name: len(ids) for name, ids in (("a", a), ("b", b)) if ids}
 
 
 def test_suppressed_addresses_fail_at_claim_time_and_are_never_handed_out(
