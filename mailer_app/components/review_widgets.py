@@ -12,6 +12,7 @@ from __future__ import annotations
 import reflex as rx
 
 from mailer_app import routes
+from mailer_app.components.message_preview import html_and_text
 from mailer_app.state.review import PAGE_SIZE, MessageState, ReviewGateState
 
 SEARCH_DEBOUNCE_MS = 400
@@ -508,40 +509,8 @@ def message_preview() -> rx.Component:
                                    size="1")),
                 rx.table.root(rx.table.body(rx.foreach(MessageState.headers, _header_line)),
                               size="1", width="100%", id="preview-headers"),
-                rx.grid(
-                    rx.vstack(
-                        rx.text("HTML", size="1", color_scheme="gray"),
-                        # No allow-scripts, no allow-same-origin: the message cannot run
-                        # code or reach the app; its HTML is sanitized before it gets here.
-                        rx.el.iframe(
-                            src_doc=MessageState.html_document,
-                            sandbox="",
-                            referrer_policy="no-referrer",
-                            title="HTML part of the message",
-                            id="preview-html",
-                            width="100%",
-                            height="460px",
-                            style={"border": "1px solid var(--gray-a6)", "background": "white",
-                                   "borderRadius": "6px"},
-                        ),
-                        spacing="1",
-                        width="100%",
-                        min_width="0",
-                    ),
-                    rx.vstack(
-                        rx.text("Text", size="1", color_scheme="gray"),
-                        rx.box(MessageState.text, white_space="pre-wrap", font_family="monospace",
-                               font_size="12px", height="460px", overflow="auto", padding="8px",
-                               border="1px solid var(--gray-a6)", border_radius="6px",
-                               width="100%", id="preview-text"),
-                        spacing="1",
-                        width="100%",
-                        min_width="0",
-                    ),
-                    columns="2",
-                    spacing="3",
-                    width="100%",
-                ),
+                html_and_text(MessageState.html_document, MessageState.text,
+                              title="HTML part of the message", height="460px"),
                 rx.cond(
                     MessageState.attachments.length() > 0,
                     rx.vstack(rx.text("Attachments", size="1", color_scheme="gray"),

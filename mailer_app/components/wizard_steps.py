@@ -12,6 +12,7 @@ from __future__ import annotations
 import reflex as rx
 
 from mailer_app import routes
+from mailer_app.components.message_preview import html_and_text
 from mailer_app.components.shell import field_error
 from mailer_app.state.campaign_wizard import (
     AttachmentsState,
@@ -453,48 +454,8 @@ def content_preview() -> rx.Component:
             rx.text.strong("Subject: "), ContentState.preview_subject, size="2",
             id="preview-subject",
         ),
-        rx.grid(
-            rx.vstack(
-                rx.text("HTML", size="1", color_scheme="gray"),
-                # No allow-scripts, no allow-same-origin: the preview cannot run code or
-                # reach the app, and its HTML is sanitized (nh3) before it gets here.
-                rx.el.iframe(
-                    src_doc=ContentState.preview_html,
-                    sandbox="",
-                    referrer_policy="no-referrer",
-                    title="HTML preview",
-                    id="preview-html",
-                    width="100%",
-                    height="420px",
-                    style={"border": "1px solid var(--gray-a6)", "background": "white",
-                           "borderRadius": "6px"},
-                ),
-                spacing="1",
-                width="100%",
-                min_width="0",
-            ),
-            rx.vstack(
-                rx.text("Text", size="1", color_scheme="gray"),
-                rx.box(
-                    ContentState.preview_text,
-                    white_space="pre-wrap",
-                    font_family="monospace",
-                    font_size="12px",
-                    height="420px",
-                    overflow="auto",
-                    padding="8px",
-                    border="1px solid var(--gray-a6)",
-                    border_radius="6px",
-                    width="100%",
-                    id="preview-text",
-                ),
-                spacing="1",
-                width="100%",
-            ),
-            columns="2",
-            spacing="3",
-            width="100%",
-        ),
+        html_and_text(ContentState.preview_html, ContentState.preview_text,
+                      title="HTML preview", height="420px"),
         spacing="2",
         width="100%",
         align="stretch",
