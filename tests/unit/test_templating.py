@@ -469,10 +469,22 @@ ATTACKS = {
     ),
 }
 
+# The peak is read from VmHWM after resetting it: ru_maxrss of a child started by a big
+# process (pytest late in the suite) still counts the parent's pages from before exec.
 _RUNNER = r"""
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (1536 * 1024 * 1024, 1536 * 1024 * 1024))
 from mailer_app.services.templating import render_message
+
+def peak_mb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")  # reset the peak to the current size
 for name, source in json.loads(sys.stdin.read()).items():
     started = time.monotonic()
     outcome = render_message(subject="s", html_body=source, text_body="t", data={"x": 1})
@@ -481,7 +493,7 @@ for name, source in json.loads(sys.stdin.read()).items():
         "elapsed": time.monotonic() - started,
         "error": outcome.error,
         "missing": outcome.missing_fields,
-        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "maxrss_mb": peak_mb(),
     }), flush=True)
 """
 
