@@ -84,6 +84,59 @@ class Settings(BaseSettings):
         default=25, gt=0, validation_alias=AliasChoices("MESSAGE_MAX_MB", "message_max_mb")
     )
 
+    # Sending (services/sending.py). Jobs ("lanes") per campaign run that may send at
+    # once; each needs a worker. More lanes send faster if the server allows it.
+    send_lanes: int = Field(
+        default=2, ge=1, le=32, validation_alias=AliasChoices("SEND_LANES", "send_lanes")
+    )
+    # Messages claimed at once by a worker, and seconds one job sends before it hands
+    # over to a fresh job (so deploys and other campaigns get their turn).
+    send_batch_size: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        validation_alias=AliasChoices("SEND_BATCH_SIZE", "send_batch_size"),
+    )
+    send_job_seconds: float = Field(
+        default=60, gt=0, validation_alias=AliasChoices("SEND_JOB_SECONDS", "send_job_seconds")
+    )
+    # A temporary refusal (4xx) is tried again after a growing delay (base doubling up
+    # to the cap, with jitter) until the message has waited this many hours in all.
+    send_retry_base_seconds: float = Field(
+        default=60, gt=0,
+        validation_alias=AliasChoices("SEND_RETRY_BASE_SECONDS", "send_retry_base_seconds"),
+    )  # fmt: skip
+    send_retry_cap_seconds: float = Field(
+        default=3600, gt=0,
+        validation_alias=AliasChoices("SEND_RETRY_CAP_SECONDS", "send_retry_cap_seconds"),
+    )  # fmt: skip
+    send_retry_max_hours: float = Field(
+        default=24, gt=0,
+        validation_alias=AliasChoices("SEND_RETRY_MAX_HOURS", "send_retry_max_hours"),
+    )  # fmt: skip
+    # A claimed message not yet handed to the server after this long belonged to a
+    # worker that died: queued again. One handed over without an answer after
+    # `send_unknown_after_seconds` becomes `unknown` (never sent again silently).
+    send_claim_lease_seconds: float = Field(
+        default=600, gt=0,
+        validation_alias=AliasChoices("SEND_CLAIM_LEASE_SECONDS", "send_claim_lease_seconds"),
+    )  # fmt: skip
+    send_unknown_after_seconds: float = Field(
+        default=300, gt=0,
+        validation_alias=AliasChoices("SEND_UNKNOWN_AFTER_SECONDS", "send_unknown_after_seconds"),
+    )  # fmt: skip
+    # Limits per destination, shared by every sender account: canonical ESP
+    # (gmail, outlook, yahoo, ...) or domain -> "N/s", "N/m" or "N/h", e.g.
+    # SEND_DESTINATION_LIMITS='{"gmail": "20/s", "example.org": "100/m"}'.
+    # Envelope sender with a per-message bounce token (news+r12-…@example.com), so a
+    # bounce names its message even without the original headers. Off by default: some
+    # providers (Office 365) refuse a MAIL FROM other than the account's address.
+    send_verp: bool = Field(default=False, validation_alias=AliasChoices("SEND_VERP", "send_verp"))
+    send_destination_limits: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("SEND_DESTINATION_LIMITS", "send_destination_limits"),
+    )
+
     @property
     def is_dev(self) -> bool:
         return self.environment == Environment.DEV

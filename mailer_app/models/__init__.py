@@ -42,7 +42,14 @@ from mailer_app.models.seeds import (
     SeedStatus,
 )
 from mailer_app.models.senders import SenderAccount, TransportSecurity
-from mailer_app.models.sending import AppendStatus, SendAttempt, SendRecord, SendStatus
+from mailer_app.models.sending import (
+    AppendStatus,
+    BounceEvent,
+    BounceKind,
+    SendAttempt,
+    SendRecord,
+    SendStatus,
+)
 from mailer_app.models.tenancy import ApiKey, Membership, Role, User, UserSession, Workspace
 
 __all__ = [
@@ -54,6 +61,8 @@ __all__ = [
     "AlertKind",
     "ApiKey",
     "AppendStatus",
+    "BounceEvent",
+    "BounceKind",
     "AuditEntry",
     "BuiltMessage",
     "Campaign",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
@@ -42,5 +43,9 @@ class SenderAccount(WorkspaceRow, table=True):
     dkim_domain: str | None = Field(default=None, max_length=255)
     dkim_selector: str | None = Field(default=None, max_length=63)
     dkim_key_ref: str | None = Field(default=None, max_length=64)
+    bounce_folder: str | None = Field(default=None, max_length=255)  # default INBOX
+    bounce_uidvalidity: int | None = None  # where bounce polling stopped
+    bounce_last_uid: int | None = None
+    bounce_polled_at: datetime | None = None
     status: str = Field(default="active", max_length=16)  # active, paused, auth_failed
     status_reason: str | None = None

@@ -28,14 +28,15 @@ duration, worker and outcome.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
+from mailer_app.mail.seed_copy import SeedContent, seed_message_id
 from mailer_app.models import (
     AppendStatus,
     BuiltMessage,
@@ -43,9 +44,13 @@ from mailer_app.models import (
     CampaignRun,
     CampaignStatus,
     CampaignVersion,
+    PlacementResult,
     ReviewDecision,
     ReviewStatus,
     RunKind,
+    SeedAccount,
+    SeedListMember,
+    SeedStatus,
     SendAttempt,
     SenderAccount,
     SendRecord,
@@ -54,7 +59,14 @@ from mailer_app.models import (
     Suppression,
     utcnow,
 )
-from mailer_app.services import InvalidInput, NotFoundError, audit, campaign_status, campaigns
+from mailer_app.services import (
+    InvalidInput,
+    NotFoundError,
+    audit,
+    campaign_status,
+    campaigns,
+    placement,
+)
 
 SUPPRESSED_BEFORE_SENDING = "suppressed before sending"
 STUCK_IN_SENDING = (
@@ -129,8 +141,26 @@ class RunCounters:
 
 @dataclass(frozen=True)
 class ReconcileResult:
-    unknown_ids: list[int]  # records stuck in `sending`, now `unknown`
+    unknown_ids: list[int]  # handed to a server, no answer recorded: now `unknown`
     wake_run_ids: list[int]  # runs with due queued records and no job covering them
+    requeued_ids: list[int] = field(default_factory=list)  # claimed, never handed over
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one SMTP attempt (or the lack of one) did to a record (see `record_results`)."""
+
+    record_id: int
+    status: str  # sent | failed | unknown | queued (try again at next_attempt_at)
+    outcome: str  # the attempt's outcome: sent | retry | failed | unknown
+    started_at: datetime
+    duration_ms: int = 0
+    smtp_code: int | None = None
+    enhanced_status: str | None = None
+    reply: str | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    sent_at: datetime | None = None
 
 
 # --- queueing -----------------------------------------------------------------------------------
@@ -168,10 +198,88 @@ def _insert_records(
     append_status: str,
     user_id: int | None,
     source: str,
+    seeds: Sequence[tuple[str, str]] = (),
 ) -> int:
-    """One queued record per sendable built message of the new run's version, in one
+    """One queued record per sendable built message of the new run's version, by
     INSERT ... SELECT (an anti-join against send_record here would rescan the rows
-    being inserted: quadratic on PostgreSQL). Returns the run's record count."""
+    being inserted: quadratic on PostgreSQL), and one per seed (address, Message-ID).
+
+    Workers claim records in id order, so the seeds are spread through the send: a
+    third before the first message, a third in the middle, the rest after the last.
+    Returns the run's record count."""
+    col = _built.c
+    total = session.execute(
+        sa.select(sa.func.count()).where(
+            col.workspace_id == run.workspace_id, col.version_id == run.version_id, _sendable()
+        )
+    ).scalar_one()
+    first_message = session.execute(
+        sa.select(sa.func.min(col.id)).where(
+            col.workspace_id == run.workspace_id, col.version_id == run.version_id, _sendable()
+        )
+    ).scalar_one()
+    seeds = [s for s in seeds if first_message is not None]
+    groups = [seeds[i::3] for i in range(3)] if len(seeds) >= 3 else [seeds[:1], [], seeds[1:]]
+    half = total // 2
+    args = {"run": run, "append_status": append_status, "user_id": user_id, "source": source}
+    _insert_seeds(session, groups[0], built_id=first_message, **args)
+    _insert_messages(session, limit=half, offset=0, **args)
+    _insert_seeds(session, groups[1], built_id=first_message, **args)
+    _insert_messages(session, limit=None, offset=half, **args)
+    _insert_seeds(session, groups[2], built_id=first_message, **args)
+    return session.execute(
+        sa.select(sa.func.count()).select_from(_records).where(_records.c.run_id == run.id)
+    ).scalar_one()
+
+
+def _insert_seeds(
+    session: Session,
+    seeds: Sequence[tuple[str, str]],
+    *,
+    built_id: int | None,
+    run: CampaignRun,
+    append_status: str,
+    user_id: int | None,
+    source: str,
+) -> None:
+    if not seeds:
+        return
+    now = utcnow()
+    session.execute(
+        sa.insert(_records),
+        [
+            {
+                "workspace_id": run.workspace_id,
+                "created_at": now,
+                "updated_at": now,
+                "source": source,
+                "created_by_id": user_id,
+                "run_id": run.id,
+                "built_message_id": built_id,
+                "email": email,
+                "is_seed": True,
+                "status": str(SendStatus.QUEUED),
+                "message_id": message_id,
+                "attempt_count": 0,
+                "append_status": str(AppendStatus.NOT_NEEDED),
+            }  # fmt: skip
+            for email, message_id in seeds
+        ],
+    )
+
+
+def _insert_messages(
+    session: Session,
+    *,
+    limit: int | None,
+    offset: int,
+    run: CampaignRun,
+    append_status: str,
+    user_id: int | None,
+    source: str,
+) -> None:
+    if limit == 0:
+        return
     now = utcnow()
     col = _built.c
     created = _records.c.created_at.type
@@ -194,15 +302,16 @@ def _insert_records(
         col.version_id == run.version_id,
         _sendable(),
     )
+    if limit is not None or offset:
+        rows = rows.order_by(col.id).limit(limit).offset(offset)
+    else:
+        rows = rows.order_by(col.id)
     names = [
         "workspace_id", "created_at", "updated_at", "source", "created_by_id", "run_id",
         "built_message_id", "email", "is_seed", "status", "message_id", "attempt_count",
         "append_status",
     ]  # fmt: skip
     session.execute(sa.insert(_records).from_select(names, rows))
-    return session.execute(
-        sa.select(sa.func.count()).select_from(_records).where(_records.c.run_id == run.id)
-    ).scalar_one()
 
 
 def queue_campaign(
@@ -245,9 +354,10 @@ def queue_campaign(
     )  # fmt: skip
     session.add(run)
     session.flush()
+    seeds = _seed_copies(session, version=version, run=run, user_id=user_id)
     added = _insert_records(
         session, run=run, append_status=_append_status(session, version), user_id=user_id,
-        source=str(source),
+        source=str(source), seeds=seeds,
     )  # fmt: skip
     audit.record(
         session=session, action="campaign.queue", source=source, workspace_id=workspace_id,
@@ -255,6 +365,58 @@ def queue_campaign(
         details={"run_id": run.id, "version_id": version.id, "messages": added},
     )  # fmt: skip
     return run
+
+
+def _seed_copies(
+    session: Session, *, version: CampaignVersion, run: CampaignRun, user_id: int | None
+) -> list[tuple[str, str]]:
+    """When the version has a seed list: the run's placement run (its checks start as
+    the seed copies go out) and each active seed's (address, Message-ID)."""
+    if version.seed_list_id is None or version.sender_account_id is None:
+        return []
+    seed_ids = list(
+        session.exec(
+            select(SeedListMember.seed_id)
+            .join(SeedAccount, SeedAccount.id == SeedListMember.seed_id)
+            .where(
+                SeedListMember.seed_list_id == version.seed_list_id,
+                SeedAccount.workspace_id == run.workspace_id,
+                SeedAccount.status == SeedStatus.ACTIVE,
+            )
+        )
+    )
+    if not seed_ids:
+        return []
+    recipients = set(
+        session.exec(
+            select(BuiltMessage.email).where(
+                BuiltMessage.workspace_id == run.workspace_id,
+                BuiltMessage.version_id == version.id,
+            )
+        )
+    )
+    placement_run = placement.trigger_placement_run(
+        session=session, workspace_id=run.workspace_id, seed_ids=seed_ids,
+        content=SeedContent(
+            subject=version.subject or "(no subject)", html_body=version.html_body or "",
+            text_body=version.text_body or "",
+        ),
+        sender_account_id=version.sender_account_id,
+        idempotency_key=f"campaign-run-{run.id}", campaign_id=run.campaign_id,
+        campaign_run_id=run.id, user_id=user_id, source=Source.JOB, send_copies=False,
+    )  # fmt: skip
+    sender = session.get(SenderAccount, version.sender_account_id)
+    found = session.exec(
+        select(SeedAccount.email, PlacementResult.token)
+        .join(PlacementResult, PlacementResult.seed_id == SeedAccount.id)
+        .where(PlacementResult.run_id == placement_run.id)
+        .order_by(PlacementResult.id)
+    ).all()
+    return [
+        (email.lower(), seed_message_id(token, sender.from_email))
+        for email, token in found
+        if email.lower() not in recipients
+    ]
 
 
 def _append_status(session: Session, version: CampaignVersion) -> str:
@@ -474,6 +636,130 @@ def attempts(*, session: Session, workspace_id: int, record_id: int) -> list[Sen
     )
 
 
+# --- the sender's bulk moves --------------------------------------------------------------------
+
+
+def mark_submitted(session: Session, *, record_id: int, worker: str, at: datetime) -> bool:
+    """Stamp a claimed record as being handed to the server now (the caller commits
+    BEFORE sending). False when it is no longer this worker's claim (the reconciler
+    took it back): then it must not be sent."""
+    col = _records.c
+    result = session.execute(
+        sa.update(_records)
+        .where(
+            col.id == record_id,
+            col.status == SendStatus.SENDING,
+            col.claimed_by == worker,
+            col.submitted_at.is_(None),
+        )
+        .values(submitted_at=at, updated_at=at)
+    )
+    return result.rowcount == 1
+
+
+def release(
+    session: Session,
+    *,
+    record_ids: Collection[int],
+    worker: str,
+    next_attempt_at: datetime | None = None,
+    error: str | None = None,
+) -> int:
+    """Give claimed records that were never handed to a server back to the queue (due
+    at `next_attempt_at`, default now). Returns how many. The caller commits."""
+    if not record_ids:
+        return 0
+    now = utcnow()
+    col = _records.c
+    values: dict = {
+        "status": SendStatus.QUEUED, "claimed_by": None, "claimed_at": None,
+        "submitted_at": None, "next_attempt_at": next_attempt_at or now, "updated_at": now,
+    }  # fmt: skip
+    if error is not None:
+        values["last_error"] = error
+    result = session.execute(
+        sa.update(_records)
+        .where(
+            col.id.in_(list(record_ids)), col.status == SendStatus.SENDING, col.claimed_by == worker
+        )
+        .values(**values)
+    )
+    return result.rowcount
+
+
+def record_results(
+    session: Session, *, workspace_id: int, worker: str, results: Collection[Result]
+) -> int:
+    """Write the outcome of several attempts at once: one attempt row each, and each
+    record moved from `sending` (claimed by `worker`) to its new status. A record no
+    longer in `sending` for this worker (the reconciler took it) keeps its status; its
+    attempt is still logged. Returns how many records moved. The caller commits."""
+    if not results:
+        return 0
+    now = utcnow()
+    attempts = SendAttempt.__table__
+    session.execute(
+        sa.insert(attempts),
+        [
+            {
+                "workspace_id": workspace_id,
+                "created_at": now,
+                "updated_at": now,
+                "source": str(Source.JOB),
+                "send_record_id": r.record_id,
+                "started_at": r.started_at,
+                "duration_ms": max(0, int(r.duration_ms)),
+                "smtp_code": r.smtp_code,
+                "enhanced_status": (r.enhanced_status or None) and r.enhanced_status[:16],
+                "reply": r.reply,
+                "outcome": r.outcome,
+                "worker": worker[:128],
+            }  # fmt: skip
+            for r in results
+            if r.outcome in _OUTCOMES
+        ],
+    )
+    col = _records.c
+    moved = 0
+    for status in {r.status for r in results}:
+        group = [r for r in results if r.status == status]
+        values = {
+            "status": sa.bindparam("new_status"),
+            "attempt_count": col.attempt_count + 1,
+            "last_error": sa.bindparam("new_error"),
+            "updated_at": now,
+        }
+        if status == SendStatus.SENT:
+            values["sent_at"] = sa.bindparam("new_sent_at")
+            values["next_attempt_at"] = None
+        elif status == SendStatus.QUEUED:
+            values.update(
+                next_attempt_at=sa.bindparam("new_next"), claimed_by=None, claimed_at=None,
+                submitted_at=None,
+            )  # fmt: skip
+        statement = (
+            sa.update(_records)
+            .where(
+                col.id == sa.bindparam("rid"),
+                col.status == SendStatus.SENDING,
+                col.claimed_by == worker,
+            )
+            .values(**values)
+        )
+        rows = [
+            {
+                "rid": r.record_id,
+                "new_status": str(r.status),
+                "new_error": r.error,
+                "new_sent_at": r.sent_at or now,
+                "new_next": r.next_attempt_at or now,
+            }  # fmt: skip
+            for r in group
+        ]
+        moved += session.connection().execute(statement, rows).rowcount
+    return moved
+
+
 # --- reconciling and counting -------------------------------------------------------------------
 
 
@@ -481,23 +767,52 @@ def reconcile(
     *,
     session: Session,
     stuck_after: timedelta,
+    requeue_after: timedelta | None = None,
     covered_run_ids: Collection[int] = (),
     workspace_id: int | None = None,
 ) -> ReconcileResult:
-    """Records in `sending` claimed longer than `stuck_after` ago become `unknown`
-    (never re-sent automatically); returns them, and the runs of queued or sending
-    campaigns that have due queued records and are not in `covered_run_ids` (the runs
-    a job is known to cover), which need a worker woken up. The caller commits."""
+    """Put right what crashed workers left in `sending`, and name the runs to wake.
+
+    A record handed to the server (`submitted_at`) more than `stuck_after` ago with no
+    answer recorded becomes `unknown` (it may have been delivered: never re-sent
+    automatically). A record claimed more than `requeue_after` (default `stuck_after`)
+    ago but never handed over goes back to the queue: it cannot have been sent.
+    Returns them, and the runs of queued or sending campaigns that have due queued
+    records and are not in `covered_run_ids` (the runs a job is known to cover), which
+    need a worker woken up. The caller commits."""
     now = utcnow()
     col = _records.c
     scope = [col.workspace_id == workspace_id] if workspace_id is not None else []
     stuck = session.execute(
         sa.update(_records)
-        .where(*scope, col.status == SendStatus.SENDING, col.claimed_at < now - stuck_after)
+        .where(
+            *scope,
+            col.status == SendStatus.SENDING,
+            col.submitted_at.is_not(None),
+            col.submitted_at < now - stuck_after,
+        )
         .values(status=SendStatus.UNKNOWN, last_error=STUCK_IN_SENDING, updated_at=now)
         .returning(col.id)
     ).scalars()
     unknown_ids = sorted(stuck)
+    requeued = session.execute(
+        sa.update(_records)
+        .where(
+            *scope,
+            col.status == SendStatus.SENDING,
+            col.submitted_at.is_(None),
+            col.claimed_at < now - (requeue_after if requeue_after is not None else stuck_after),
+        )
+        .values(
+            status=SendStatus.QUEUED,
+            claimed_by=None,
+            claimed_at=None,
+            next_attempt_at=now,
+            updated_at=now,
+        )  # fmt: skip
+        .returning(col.id)
+    ).scalars()
+    requeued_ids = sorted(requeued)
     runs = CampaignRun.__table__
     waiting = session.execute(
         sa.select(col.run_id)
@@ -513,7 +828,7 @@ def reconcile(
     ).scalars()
     covered = set(covered_run_ids)
     wake = sorted(r for r in waiting if r not in covered)
-    return ReconcileResult(unknown_ids=unknown_ids, wake_run_ids=wake)
+    return ReconcileResult(unknown_ids=unknown_ids, wake_run_ids=wake, requeued_ids=requeued_ids)
 
 
 def run_counters(*, session: Session, workspace_id: int, run_id: int) -> RunCounters:

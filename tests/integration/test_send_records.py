@@ -433,26 +433,33 @@ def test_every_attempt_is_logged_with_its_reply(session, engine, approved):
 # --- reconciling --------------------------------------------------------------------------------
 
 
-def test_reconcile_turns_stuck_sending_into_unknown_and_leaves_fresh_ones(
+def test_reconcile_turns_stuck_sending_into_unknown_requeues_unsubmitted_and_leaves_fresh_ones(
     session, engine, approved
 ):
     run = queue(session, approved)
-    stuck, fresh = send_records.claim_batch(
-        engine_or_session=engine, run_id=run.id, worker="crashed", limit=2
+    stuck, never_sent, fresh = send_records.claim_batch(
+        engine_or_session=engine, run_id=run.id, worker="crashed", limit=3
     )
+    long_ago = utcnow() - timedelta(minutes=30)
+    table = SendRecord.__table__
+    # `stuck` was handed to the server, `never_sent` was only claimed, both by a worker
+    # that died long ago.
     session.execute(
-        sa.update(SendRecord.__table__)
-        .where(SendRecord.__table__.c.id == stuck)
-        .values(claimed_at=utcnow() - timedelta(minutes=30))
+        sa.update(table)
+        .where(table.c.id == stuck)
+        .values(claimed_at=long_ago, submitted_at=long_ago)
     )
+    session.execute(sa.update(table).where(table.c.id == never_sent).values(claimed_at=long_ago))
     session.commit()
     result = send_records.reconcile(session=session, stuck_after=timedelta(minutes=10))
     session.commit()
     assert result.unknown_ids == [stuck]
-    assert result.wake_run_ids == [run.id]  # two records still queued, no job known
+    assert result.requeued_ids == [never_sent]
+    assert result.wake_run_ids == [run.id]  # queued records again, no job known
     session.expire_all()
     assert session.get(SendRecord, stuck).status == SendStatus.UNKNOWN
     assert "not sent again automatically" in session.get(SendRecord, stuck).last_error
+    assert session.get(SendRecord, never_sent).status == SendStatus.QUEUED
     assert session.get(SendRecord, fresh).status == SendStatus.SENDING
     # A run a job covers needs no wake-up; an unknown record is never claimed again.
     covered = send_records.reconcile(
@@ -462,6 +469,7 @@ def test_reconcile_turns_stuck_sending_into_unknown_and_leaves_fresh_ones(
     assert covered == send_records.ReconcileResult(unknown_ids=[], wake_run_ids=[])
     claimed = send_records.claim_batch(engine_or_session=engine, run_id=run.id, worker="w", limit=9)
     assert stuck not in claimed and fresh not in claimed and len(claimed) == 2
+    assert never_sent in claimed
     assert counters(session, approved, run) == send_records.RunCounters(
         sent=0, failed=0, unknown=1, queued=0, sending=3, total=4
     )
