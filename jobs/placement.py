@@ -32,7 +32,9 @@ def send_job_id(run_id: int) -> str:
     return f"placement-{run_id}-send"
 
 
-def check_job_id(run_id: int, check_index: int) -> str:
+def check_job_id(run_id: int, check_index: int, group: str | None = None) -> str:
+    if group:
+        return f"placement-{run_id}-{group}-check-{check_index}"
     return f"placement-{run_id}-check-{check_index}"
 
 
@@ -47,7 +49,10 @@ def enqueue_send(run_id: int) -> None:
     )
 
 
-def schedule_checks(run_id: int, due: list[tuple[int, datetime]]) -> None:
+def schedule_checks(run_id: int, due: list[tuple[int, datetime]], group: str | None = None) -> None:
+    """Schedule a run's checks. A `group` (the seeds one campaign batch delivered) gets
+    its own job ids and checks only copies already due, so the groups of one run never
+    take each other's attempts."""
     scheduler = get_scheduler(QUEUE_PLACEMENT)
     for check_index, when in due:
         scheduler.enqueue_at(
@@ -55,7 +60,8 @@ def schedule_checks(run_id: int, due: list[tuple[int, datetime]]) -> None:
             check_seeds,
             run_id,
             check_index,
-            job_id=check_job_id(run_id, check_index),
+            bool(group),
+            job_id=check_job_id(run_id, check_index, group),
             timeout=CHECK_TIMEOUT,
             job_description=f"check {check_index + 1} of placement run {run_id}",
         )
@@ -67,8 +73,8 @@ def send_seed_copies(run_id: int) -> dict:
     return {"sent": outcome.sent, "failed": outcome.failed}
 
 
-def check_seeds(run_id: int, check_index: int) -> dict:
-    outcome = placement.check_run(run_id=run_id, check_index=check_index)
+def check_seeds(run_id: int, check_index: int, due_only: bool = False) -> dict:
+    outcome = placement.check_run(run_id=run_id, check_index=check_index, due_only=due_only)
     log.info(
         "placement run %s check %s: looked %s, decided %s",
         run_id,

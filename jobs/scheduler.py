@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from rq_scheduler import Scheduler
 
 from jobs.connection import QUEUE_DEFAULT, get_redis
+from jobs.maintenance import MAINTENANCE_INTERVAL, enqueue_tick
 from mailer_app.runtime.logsetup import setup_process_logging
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,20 @@ class AppScheduler(Scheduler):
     def heartbeat(self) -> None:
         super().heartbeat()
         self._beat()
+
+    def enqueue_jobs(self):
+        """Move due jobs (only the instance holding the lock gets here), and every
+        MAINTENANCE_INTERVAL enqueue the maintenance tick, which lives in this process,
+        not in Redis, so it survives Redis losing its data."""
+        jobs = super().enqueue_jobs()
+        now = time.monotonic()
+        if now - getattr(self, "_tick_at", float("-inf")) >= MAINTENANCE_INTERVAL:
+            self._tick_at = now
+            try:
+                enqueue_tick()
+            except Exception as exc:  # never let a Redis blink stop the scheduler
+                log.warning("could not enqueue the maintenance tick: %s", exc)
+        return jobs
 
     def _beat(self, **fields) -> None:
         # HSET and EXPIRE together: a bare HSET on an expired key would recreate it

@@ -578,6 +578,8 @@ def message_bytes(
     workspace_id: int,
     message_id: int,
     test_to: str | None = None,
+    seed_to: str | None = None,
+    seed_token: str | None = None,
     date: datetime | None = None,
 ) -> bytes:
     """The exact message a built row stands for (preview, .eml, test send, sending).
@@ -585,7 +587,9 @@ def message_bytes(
     With `test_to` it goes to that address instead, its subject starts with "[TEST] ",
     it has the header `X-Mailer-App-Test: yes`, a visible banner, its own Message-ID,
     the current date and an unsubscribe link for the test address (a tester clicking it
-    never unsubscribes the real recipient); nothing in the database changes. `date`
+    never unsubscribes the real recipient); nothing in the database changes. With
+    `seed_to` and `seed_token` it is the seed mailbox's copy in a real send: unmarked,
+    with the token header and a Message-ID made of the token. `date`
     replaces the build's date (the sender stamps the time of sending). Raises
     InvalidInput when the message cannot be put together (it was blocked, or its files
     changed since the build).
@@ -599,6 +603,20 @@ def message_bytes(
         raise BuildNotFound("This message does not exist (a newer build may have replaced it).")
     version = session.get(CampaignVersion, row.version_id)
     ctx = bm.version_context(session, workspace_id, version)
+    return row_bytes(ctx, row, test_to=test_to, seed_to=seed_to, seed_token=seed_token, date=date)
+
+
+def row_bytes(
+    ctx: bm.VersionContext,
+    row: BuiltMessage,
+    *,
+    test_to: str | None = None,
+    seed_to: str | None = None,
+    seed_token: str | None = None,
+    date: datetime | None = None,
+) -> bytes:
+    """`message_bytes` with the version's context already compiled (the sender makes it
+    once per version, not once per message)."""
     outcome = ctx.render(row.merge_data or {})
     if outcome.message is None:
         why = outcome.error or "a merge field it needs has no value: " + ", ".join(
@@ -611,10 +629,13 @@ def message_bytes(
     if test_to is not None:
         test_to = contacts.normalize_contact_email(test_to)
         mid, when = mime.new_message_id(ctx.skeleton.message_id_domain), date or utcnow()
+    elif seed_to is not None:
+        mid = bm.seed_message_id(seed_token or "", "seed@" + ctx.skeleton.message_id_domain)
     try:
         return bm.assemble(
             ctx, email=row.email, data=row.merge_data or {}, message=outcome.message,
-            found=found, message_id=mid, date=when, test_to=test_to,
+            found=found, message_id=mid, date=when, test_to=test_to, seed_to=seed_to,
+            seed_token=seed_token,
         )  # fmt: skip
     except mime.UnsafeHeader as exc:
         raise InvalidInput(f"This message cannot be put together: {exc}") from None

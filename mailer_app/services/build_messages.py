@@ -20,6 +20,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from mailer_app.mail import mime
+from mailer_app.mail.seed_copy import SEED_TOKEN_HEADER
 from mailer_app.models import BuiltMessage, CampaignVersion, ReviewStatus, SenderAccount
 from mailer_app.services import InvalidInput, attachments, contacts, templating, unsubscribe
 from mailer_app.settings import get_settings
@@ -361,12 +362,21 @@ def assemble(
     message_id: str,
     date: datetime,
     test_to: str | None = None,
+    seed_to: str | None = None,
+    seed_token: str | None = None,
 ) -> bytes:
-    """The message's bytes (the one place both the build and `message_bytes` make them)."""
+    """The message's bytes (the one place both the build and `message_bytes` make them).
+
+    `test_to` makes a marked test copy; `seed_to` + `seed_token` the copy a seed mailbox
+    gets in a real send (the same message, with the seed's token to find it by)."""
     to_address, to_name, subject, extra, banner = email, _to_name(data), message.subject, {}, None
     if test_to is not None:
         to_address, to_name, subject = test_to, "", f"[TEST] {message.subject}"
         extra, banner = {"X-Mailer-App-Test": "yes"}, TEST_BANNER
+    elif seed_to is not None:
+        if not seed_token:
+            raise ValueError("a seed copy needs its token")
+        to_address, to_name, extra = seed_to, "", {SEED_TOKEN_HEADER: seed_token}
     return ctx.skeleton.assemble(
         to_name=to_name,
         to_address=to_address,

@@ -83,6 +83,9 @@ RETRY_CAP_SECONDS = 15.0
 RETRY_MAX_TRIES = 6
 # The window the final check may spend retrying (there is no next check to wait for).
 FINAL_RETRY_WINDOW_SECONDS = 120.0
+# A due-only check also takes copies sent this much after its own due time (clock
+# rounding between the database and this process).
+DUE_SLACK = timedelta(seconds=1)
 
 # --- creating a run ------------------------------------------------------------
 
@@ -101,12 +104,15 @@ def trigger_placement_run(
     check_offsets_min: Sequence[float] | None = None,
     user_id: int | None = None,
     source: str = Source.SYSTEM,
+    send_copies: bool = True,
 ) -> PlacementRun:
     """Create a run sending `content` to each seed and checking where it lands.
 
     The same `idempotency_key` twice (in the workspace) returns the first run and
     sends nothing more. Only active seeds are included; the send job is queued
-    when the caller's transaction commits.
+    when the caller's transaction commits. With `send_copies=False` nothing is sent
+    here: a campaign's send delivers the seed copies among its own messages and
+    records each one's `sent_at` (`seed_copies_sent`).
     """
     key = (idempotency_key or "").strip()
     if not key or len(key) > 128:
@@ -173,7 +179,8 @@ def trigger_placement_run(
         source=source,
     )
     run_id = run.id
-    after_commit(session, lambda: queue_send(run_id))
+    if send_copies:
+        after_commit(session, lambda: queue_send(run_id))
     return run
 
 
@@ -293,10 +300,48 @@ def queue_send(run_id: int) -> None:
     enqueue_send(run_id)
 
 
-def schedule_checks(run_id: int, due: Sequence[tuple[int, datetime]]) -> None:
+def schedule_checks(
+    run_id: int, due: Sequence[tuple[int, datetime]], *, group: str | None = None
+) -> None:
     from jobs.placement import schedule_checks as schedule
 
-    schedule(run_id, due)
+    schedule(run_id, due, group=group)
+
+
+def seed_copies_sent(
+    *, session: Session, run_id: int, sent: Sequence[tuple[str, str, datetime]]
+) -> list[tuple[int, datetime]]:
+    """Record seed copies a campaign's send delivered: (token, Message-ID, sent_at) each.
+    Returns the checks due for them (offsets from the last of these `sent_at`), which
+    the caller schedules with `schedule_checks(..., group=...)` once this commits."""
+    if not sent:
+        return []
+    run = session.get(PlacementRun, run_id)
+    for token, message_id, sent_at in sent:
+        session.exec(
+            sa.update(PlacementResult)
+            .where(
+                PlacementResult.run_id == run_id,
+                PlacementResult.token == token,
+                PlacementResult.sent_at.is_(None),
+            )
+            .values(sent_at=sent_at, message_id=message_id)
+        )
+    last = max(at for _, _, at in sent)
+    return [(i, last + timedelta(minutes=o)) for i, o in enumerate(run.check_offsets_min or [1.0])]
+
+
+def seed_copies_failed(*, session: Session, run_id: int, failed: Sequence[tuple[str, str]]) -> None:
+    """Seed copies a campaign's send could not deliver: (token, why) each -> error."""
+    for token, why in failed:
+        result = session.exec(
+            select(PlacementResult).where(
+                PlacementResult.run_id == run_id, PlacementResult.token == token
+            )
+        ).first()
+        if result is not None:
+            _decide(session, result.id, Placement.ERROR, error=why)
+    _complete_if_done(session, run_id)
 
 
 # --- sending the copies ----------------------------------------------------------
@@ -504,8 +549,13 @@ def check_run(
     pool: MailboxPool | None = None,
     concurrency: int = CHECK_CONCURRENCY,
     retry_window_seconds: float | None = None,
+    due_only: bool = False,
 ) -> CheckOutcome:
-    """Look for every pending seed copy of a run (check number `check_index`)."""
+    """Look for every pending seed copy of a run (check number `check_index`).
+
+    With `due_only`, only copies sent at least this check's offset ago are looked at:
+    a campaign's seeds go out through the whole send, and a check scheduled for the
+    first ones must not spend a later seed's attempts early."""
     pool = pool or default_pool()
     with session_scope() as session:
         run = session.get(PlacementRun, run_id)
@@ -518,7 +568,10 @@ def check_run(
         window = retry_window_seconds
         if window is None:
             window = _retry_window(offsets, check_index)
-        targets = _targets(session, run)
+        sent_before = None
+        if due_only:
+            sent_before = utcnow() - timedelta(minutes=offsets[check_index]) + DUE_SLACK
+        targets = _targets(session, run, sent_before=sent_before)
 
     attempt = check_index + 1
     decided: dict[str, int] = {}
@@ -557,7 +610,10 @@ def _retry_window(offsets: Sequence[float], index: int) -> float:
     return min(FINAL_RETRY_WINDOW_SECONDS, max(0.0, gap * 60 * 0.8))
 
 
-def _targets(session: Session, run: PlacementRun) -> list[_SeedTarget]:
+def _targets(
+    session: Session, run: PlacementRun, *, sent_before: datetime | None = None
+) -> list[_SeedTarget]:
+    due = [PlacementResult.sent_at <= sent_before] if sent_before is not None else []
     rows = session.exec(
         select(PlacementResult, SeedAccount)
         .join(SeedAccount, SeedAccount.id == PlacementResult.seed_id)
@@ -565,6 +621,7 @@ def _targets(session: Session, run: PlacementRun) -> list[_SeedTarget]:
             PlacementResult.run_id == run.id,
             PlacementResult.placement == Placement.PENDING,
             PlacementResult.sent_at.is_not(None),
+            *due,
         )
         .order_by(PlacementResult.id)
     )
