@@ -24,10 +24,12 @@ import sys
 import time
 from collections.abc import Sequence
 
+import redis
 from rq_scheduler import Scheduler
 
 from jobs.connection import QUEUE_DEFAULT, get_redis
 from jobs.maintenance import MAINTENANCE_INTERVAL, enqueue_tick
+from jobs.worker import wait_for_redis
 from mailer_app.runtime.logsetup import setup_process_logging
 
 log = logging.getLogger(__name__)
@@ -92,16 +94,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_process_logging("scheduler", logging.DEBUG if args.verbose else logging.INFO)
-    scheduler = AppScheduler(
-        queue_name=QUEUE_DEFAULT, connection=get_redis(), interval=args.interval
-    )
-    log.info("scheduler %s starting (every %.1f s)", scheduler.name, args.interval)
-    # rq-scheduler installs its own SIGTERM/SIGINT handlers: they record its death
-    # and drop its lock, then raise SystemExit, which here means a clean stop.
-    with contextlib.suppress(SystemExit):
-        scheduler.run(burst=args.burst)
-    log.info("scheduler %s stopped", scheduler.name)
+    for _ in range(MAX_RESTARTS):
+        scheduler = AppScheduler(
+            queue_name=QUEUE_DEFAULT, connection=get_redis(), interval=args.interval
+        )
+        log.info("scheduler %s starting (every %.1f s)", scheduler.name, args.interval)
+        # rq-scheduler installs its own SIGTERM/SIGINT handlers: they record its death
+        # and drop its lock, then raise SystemExit, which here means a clean stop.
+        try:
+            with contextlib.suppress(SystemExit):
+                scheduler.run(burst=args.burst)
+            break
+        except redis.exceptions.RedisError as exc:
+            # Redis went away (or came back empty): wait for it and start again, so
+            # the maintenance tick can put back what Redis forgot.
+            log.warning(
+                "scheduler %s lost Redis (%s); starting again once it answers", scheduler.name, exc
+            )
+            wait_for_redis()
+    log.info("scheduler stopped")
     return 0
+
+
+MAX_RESTARTS = 100_000  # one restart per Redis outage; bounded all the same
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import os
 import socket
 import uuid
 
+from rq import get_current_job
+
 from jobs.connection import QUEUE_SEND, get_queue, get_redis
 from mailer_app.mail.throttle import Throttle
 from mailer_app.services import sending
@@ -23,7 +25,7 @@ from mailer_app.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-LANE_TTL = 120  # seconds a lane key lives without a renewal (a batch renews it)
+LANE_TTL = 30  # seconds a lane key lives without a renewal (renewed every few seconds)
 # A job sends for SEND_JOB_SECONDS and then hands over; this only stops a stuck one.
 SEND_JOB_TIMEOUT = 30 * 60
 LANE_PREFIX = "mailer:send-lane"
@@ -69,6 +71,10 @@ def _enqueue(run_id: int, lane: int) -> None:
 
 
 def worker_id() -> str:
+    """The RQ worker's name (one per worker process, not per forked job), else host.pid."""
+    job = get_current_job()
+    if job is not None and job.worker_name:
+        return job.worker_name
     return f"{socket.gethostname()}.{os.getpid()}"
 
 

@@ -12,10 +12,13 @@ import os
 import secrets
 import socket
 import sys
+import time
 from collections.abc import Sequence
 
+import redis
 from redis import Redis
 from rq import SimpleWorker, Worker
+from rq.exceptions import StopRequested
 
 from jobs.connection import ALL_QUEUES, get_redis
 from mailer_app.runtime.logsetup import setup_process_logging
@@ -88,15 +91,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.INFO
     setup_process_logging("worker", level)
     queues = args.queues or list(ALL_QUEUES)
-    worker = build_worker(queues, name=args.name, simple=args.simple)
-    log.info("worker %s starting on %s", worker.name, ", ".join(queues))
-    worker.work(
-        burst=args.burst,
-        logging_level=logging.getLevelName(level),
-        with_scheduler=not args.without_rq_scheduler,
-    )
-    log.info("worker %s stopped", worker.name)
+    for _ in range(MAX_RESTARTS):
+        worker = build_worker(queues, name=args.name, simple=args.simple)
+        log.info("worker %s starting on %s", worker.name, ", ".join(queues))
+        try:
+            worker.work(
+                burst=args.burst,
+                logging_level=logging.getLevelName(level),
+                with_scheduler=not args.without_rq_scheduler,
+            )
+        except redis.exceptions.ConnectionError as exc:  # raised while tearing down
+            log.warning("worker %s lost Redis: %s", worker.name, exc)
+        except StopRequested:  # a stop signal that arrived during teardown
+            break
+        # RQ's work loop quits on any error (Redis gone, restarted, wiped) as it does on
+        # a stop request; only the latter (or a finished burst) ends this process.
+        # (`_shutdown_requested_date` is set by RQ's SIGTERM/SIGINT handler, busy or idle.)
+        if args.burst or worker._shutdown_requested_date is not None or worker._stop_requested:
+            break
+        log.warning(
+            "worker %s stopped unexpectedly; starting again once Redis answers", worker.name
+        )
+        wait_for_redis()
+    log.info("worker stopped")
     return 0
+
+
+MAX_RESTARTS = 100_000  # a worker restarts after each Redis outage; bounded all the same
+REDIS_WAIT_CAP = 10.0
+
+
+def wait_for_redis(max_seconds: float = 3600.0) -> bool:
+    """Wait (backing off up to REDIS_WAIT_CAP seconds) until Redis answers a PING."""
+    delay, deadline = 0.5, time.monotonic() + max_seconds
+    while time.monotonic() < deadline:
+        try:
+            if get_redis().ping():
+                return True
+        except redis.exceptions.RedisError:
+            pass
+        time.sleep(delay)
+        delay = min(REDIS_WAIT_CAP, delay * 2)
+    return False
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from sqlmodel import Session, select
 
 from mailer_app.db import after_commit, get_engine, session_scope
 from mailer_app.mail import mime
+from mailer_app.mail.seed_copy import seed_message_id
 from mailer_app.models import (
     BuildStatus,
     BuiltMessage,
@@ -630,7 +631,7 @@ def row_bytes(
         test_to = contacts.normalize_contact_email(test_to)
         mid, when = mime.new_message_id(ctx.skeleton.message_id_domain), date or utcnow()
     elif seed_to is not None:
-        mid = bm.seed_message_id(seed_token or "", "seed@" + ctx.skeleton.message_id_domain)
+        mid = seed_message_id(seed_token or "", "seed@" + ctx.skeleton.message_id_domain)
     try:
         return bm.assemble(
             ctx, email=row.email, data=row.merge_data or {}, message=outcome.message,

@@ -53,7 +53,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from mailer_app.db import get_engine
+from mailer_app import db
 from mailer_app.mail import throttle as throttling
 from mailer_app.mail.smtp import SmtpAuthError
 from mailer_app.mail.smtp_transport import Delivery, SmtpConnectFailed, SmtpConnection
@@ -91,6 +91,8 @@ MAX_INLINE_WAIT = 2.0  # a rate-limit wait longer than this gives the record bac
 STATUS_RECHECK = 1.0  # seconds between reads of the campaign status inside a batch
 IDLE_WAIT = 5.0  # a job with nothing due waits this long at most for a retry due soon
 LOST_RETRY = timedelta(seconds=5)  # a connection lost before the "." is retried this soon
+RATE_MARGIN = 0.1  # rate limits are kept 10% under the configured rate (see _with_margin)
+HEARTBEAT_EVERY = 5.0  # seconds between heartbeats inside a long batch
 MAX_ROUNDS = 1_000_000  # bounds every loop; far beyond any real send
 
 _THROTTLING = re.compile(r"rate|throttl|too many|try again later|slow down", re.IGNORECASE)
@@ -154,7 +156,7 @@ def send_run(
     sender = _RunSender(
         run_id=run_id,
         worker=worker,
-        engine=engine or get_engine(),
+        engine=engine or db.get_engine(),
         throttle=throttle,
         budget=budget_seconds if budget_seconds is not None else settings.send_job_seconds,
         batch_size=batch_size or settings.send_batch_size,
@@ -188,6 +190,7 @@ class _RunSender:
         self.random = random.Random()
         self.status_read_at = 0.0
         self.appends_due = False
+        self.beat_at = time.monotonic()
         self.checks_due: list[tuple[list[tuple[int, datetime]], str]] = []
 
     # --- the loop -----------------------------------------------------------------------
@@ -246,6 +249,7 @@ class _RunSender:
         self.outcome.stopped = "budget"
 
     def _beat(self) -> None:
+        self.beat_at = time.monotonic()
         try:
             self.heartbeat()
         except Exception as exc:  # a Redis blink must never stop a send
@@ -292,11 +296,17 @@ class _RunSender:
         self.sender = sender
         self.envelope_from = sender.from_email
         self.connection = SmtpConnection(dataclasses.replace(endpoints.smtp, timeout=SEND_TIMEOUT))
-        self.sender_limits = throttling.sender_limits(
-            per_second=sender.rate_per_second, per_minute=sender.rate_per_minute,
-            per_hour=sender.rate_per_hour,
-        )  # fmt: skip
-        self.destination_limits = _destination_limits(self.settings.send_destination_limits)
+        self.sender_limits = _with_margin(
+            throttling.sender_limits(
+                per_second=sender.rate_per_second,
+                per_minute=sender.rate_per_minute,
+                per_hour=sender.rate_per_hour,
+            )  # fmt: skip
+        )
+        self.destination_limits = {
+            key: _with_margin(limits)
+            for key, limits in _destination_limits(self.settings.send_destination_limits).items()
+        }
         placement = session.exec(
             select(PlacementRun.id).where(PlacementRun.campaign_run_id == self.run_id)
         ).first()
@@ -601,6 +611,8 @@ class _RunSender:
         pending.seeds_sent, pending.seeds_failed, pending.appends = [], [], False
         if commit:
             session.commit()
+        if time.monotonic() - self.beat_at >= HEARTBEAT_EVERY:
+            self._beat()
         # Scheduling after the commit at the latest (the caller commits at once when
         # commit=False): a check must never look for copies not yet recorded as sent.
         if due and self.placement_run_id is not None:
@@ -683,6 +695,13 @@ def _destination_limits(config: dict[str, str]) -> dict[str, tuple[throttling.Li
         key = str(name).strip().lower()
         limits[key] = (throttling.Limit(int(found.group(1)), periods[found.group(2)]),)
     return limits
+
+
+def _with_margin(limits: tuple[throttling.Limit, ...]) -> tuple[throttling.Limit, ...]:
+    """The limits with their periods stretched by RATE_MARGIN: a grant is counted when
+    Redis gives it, the server counts the message when it arrives a few milliseconds
+    later, and that jitter must never add up to more than the rate at the server."""
+    return tuple(throttling.Limit(x.count, x.period * (1 + RATE_MARGIN)) for x in limits)
 
 
 def _age(delta: timedelta) -> str:

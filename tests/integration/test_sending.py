@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import time
 from datetime import timedelta
 
 import pytest
@@ -27,6 +28,7 @@ from mailer_app.models import (
 from mailer_app.services import attachments, campaign_status, send_records, sending
 from mailer_app.services.workspaces import create_workspace
 from mailer_app.settings import get_settings
+from tests.lab_fixtures import mail_lab_fixture  # noqa: F401
 from tests.sending_fixtures import address, campaign_of, make_campaign, records
 from tests.smtp_script import smtp_script_fixture  # noqa: F401
 
@@ -283,3 +285,124 @@ def test_a_worker_that_died_leaves_at_most_its_message_in_flight_unknown(
     assert smtp_script.received_by_recipient() == {
         address(i): 1 for i in range(6) if address(i) not in unknown
     }
+
+
+def test_a_dkim_signed_send_verifies_at_the_server(session, engine, smtp_script):
+    import dkim
+
+    from mailer_app.mail.dkim import generate_key
+    from mailer_app.services import senders
+    from tests.integration.test_dkim import dnsfunc_for
+
+    made = make_campaign(session, engine, port=smtp_script.port, count=2, queue=False)
+    senders.set_dkim_key(
+        session=session, workspace_id=made.workspace_id, sender_id=made.sender_id,
+        domain="example.com", selector="mail", private_key_pem=generate_key("rsa", 1024),
+        user_id=None, source=Source.CLI,
+    )  # fmt: skip
+    session.commit()
+    record = senders.dkim_dns_record(
+        session=session, workspace_id=made.workspace_id, sender_id=made.sender_id
+    )
+    from tests.sending_fixtures import queue_it
+
+    queue_it(session, made)
+    assert send(engine, made.run_id).sent == 2
+    received = smtp_script.messages_for(address(1))[0].data
+    assert received.startswith(b"DKIM-Signature:")
+    assert dkim.verify(received, dnsfunc=dnsfunc_for(record))
+    assert not dkim.verify(received.replace(b"Hello P1", b"Hello P9"), dnsfunc=dnsfunc_for(record))
+
+
+# --- seeds inside the send ---------------------------------------------------------------------
+
+
+def test_seeds_get_their_own_copies_spread_through_the_send_and_are_checked(
+    session, engine, mail_lab, monkeypatch
+):
+    """A campaign with a seed list, sent through the lab: each seed's copy goes out in
+    the first, middle or last part of the send, its placement checks are scheduled from
+    its own sent_at, and the checks find every copy in the seed's mailbox."""
+    from mailer_app.models import (
+        PlacementResult,
+        PlacementRun,
+        SeedAccount,
+        SeedList,
+        SeedListMember,
+        TransportSecurity,
+    )
+    from mailer_app.services import placement
+    from mailer_app.services import secrets as secret_store
+
+    scheduled = []
+    monkeypatch.setattr(
+        placement, "schedule_checks",
+        lambda run_id, due, group=None: scheduled.append((run_id, due, group)),
+    )  # fmt: skip
+    workspace = create_workspace(session=session, name="Seeded", source=Source.CLI)
+    seed_list = SeedList(workspace_id=workspace.id, name="Panel")
+    session.add(seed_list)
+    session.flush()
+    seeds = []
+    for domain in ("gmail.lab", "outlook.lab", "yahoo.lab"):
+        box = mail_lab.add_account(domain)
+        ref = secret_store.store_secret(
+            session=session, workspace_id=workspace.id, value=box.password, kind="password",
+            source=Source.LAB,
+        )  # fmt: skip
+        seed = SeedAccount(
+            workspace_id=workspace.id, email=box.email, esp=domain.split(".")[0],
+            imap_host="127.0.0.1", imap_port=mail_lab.imap_port,
+            imap_security=TransportSecurity.PLAIN, imap_username=box.email, credential_ref=ref,
+            source=Source.LAB,
+        )  # fmt: skip
+        session.add(seed)
+        session.flush()
+        session.add(
+            SeedListMember(workspace_id=workspace.id, seed_list_id=seed_list.id, seed_id=seed.id)
+        )
+        seeds.append(seed)
+    session.commit()
+    made = make_campaign(
+        session, engine, port=mail_lab.smtp_port, count=30, workspace_id=workspace.id,
+        seed_list_id=seed_list.id,
+    )  # fmt: skip
+    found = records(session, made.run_id)
+    seed_records = sorted((r.id, e) for e, r in found.items() if r.is_seed)
+    message_ids = sorted(r.id for r in found.values() if not r.is_seed)
+    assert len(seed_records) == 3 and len(message_ids) == 30
+    # First, middle and last: one before every message, one among them, one after.
+    assert seed_records[0][0] < message_ids[0]
+    assert message_ids[0] < seed_records[1][0] < message_ids[-1]
+    assert seed_records[2][0] > message_ids[-1]
+    prun = session.exec(
+        select(PlacementRun).where(PlacementRun.campaign_run_id == made.run_id)
+    ).one()
+    session.execute(
+        sa.update(PlacementRun)
+        .where(PlacementRun.id == prun.id)
+        .values(check_offsets_min=[0.02, 0.04])
+    )
+    session.commit()
+
+    outcome = send(engine, made.run_id, batch_size=8)
+    assert outcome.stopped == "completed" and outcome.sent == 33
+    results = session.exec(select(PlacementResult).where(PlacementResult.run_id == prun.id)).all()
+    assert all(r.sent_at is not None and r.message_id for r in results)
+    by_token = {r.token: r for r in results}
+    # Each group of seeds sent in one batch got its own checks, from its own send time.
+    groups = {group for _, _, group in scheduled}
+    assert len(groups) == 3 and all(run_id == prun.id for run_id, _, _ in scheduled)
+    for _, due, _ in scheduled:
+        assert [index for index, _ in due] == [0, 1]
+    # The copies carry the token and are the campaign's message (not a [TEST]).
+    time.sleep(2.5)  # past the last seed's final offset (2.4 s)
+    for index in (0, 1):
+        placement.check_run(
+            run_id=prun.id, check_index=index, due_only=True, retry_window_seconds=2
+        )
+    session.expire_all()
+    results = session.exec(select(PlacementResult).where(PlacementResult.run_id == prun.id)).all()
+    assert {r.placement for r in results} <= {"inbox", "spam", "promotions"}
+    assert len(by_token) == 3
+    assert session.get(PlacementRun, prun.id).status == "completed"
