@@ -16,6 +16,7 @@ from mailer_app.pages import (  # noqa: F401  (register routes)
     review,
     seeds,
     senders,
+    sending,
     setup,
     status,
     suppressions,

@@ -12,6 +12,7 @@ SUPPRESSIONS = "/suppressions"
 CAMPAIGNS = "/campaigns"
 CAMPAIGN_WIZARD = "/campaigns/[cid]"
 CAMPAIGN_REVIEW = "/campaigns/[cid]/review"
+CAMPAIGN_SEND = "/campaigns/[cid]/send"
 
 
 def campaign_wizard(campaign_id: int | str) -> str:
@@ -22,6 +23,11 @@ def campaign_wizard(campaign_id: int | str) -> str:
 def campaign_review(campaign_id: int | str) -> str:
     """The review page of one campaign: build, check and approve every message."""
     return f"{CAMPAIGNS}/{campaign_id}/review"
+
+
+def campaign_send(campaign_id: int | str) -> str:
+    """The send page of one campaign: live progress, pause, resume, cancel."""
+    return f"{CAMPAIGNS}/{campaign_id}/send"
 
 
 # HTTP API (served by the backend next to Reflex's own endpoints).

@@ -2,7 +2,8 @@
 
 Element ids are stable for tests: build-progress, status-count-<status>,
 reason-<code>, approve-reason-<code>, message-row-<id>, exclude-<id>, eml-<id>,
-test-send-address, test-send-button, send-blockers, send-campaign; the recipient form:
+test-send-address, test-send-button, send-blockers, send-campaign, confirm-send,
+campaign-sent, send-progress-link; the recipient form:
 edit-recipient, recipient-first_name, recipient-last_name, recipient-field-<name>,
 save-recipient, recipient-error, recipient-saved.
 """
@@ -538,32 +539,68 @@ def _blocker(text: rx.Var) -> rx.Component:
     return rx.text("• ", text, size="2", class_name="send-blocker")
 
 
+def send_confirmation() -> rx.Component:
+    return rx.alert_dialog.root(
+        rx.alert_dialog.content(
+            rx.alert_dialog.title(ReviewGateState.confirm_title, id="confirm-send-title"),
+            rx.alert_dialog.description(
+                rx.cond(ReviewGateState.status == "in_review",
+                        "This approves the campaign in your name and starts sending right "
+                        "away. ", "Sending starts right away. "),
+                "You can pause or cancel it from the progress page; messages already sent "
+                "cannot be called back.",
+            ),
+            rx.hstack(
+                rx.alert_dialog.cancel(rx.button("Not yet", variant="soft", color_scheme="gray",
+                                                 disabled=ReviewGateState.sending_now,
+                                                 id="cancel-send-confirm")),
+                rx.button(rx.icon("send-horizontal", size=16), "Send now",
+                          on_click=ReviewGateState.send, loading=ReviewGateState.sending_now,
+                          id="confirm-send"),
+                justify="end", spacing="3", margin_top="16px",
+            ),
+        ),
+        open=ReviewGateState.confirm_open,
+        on_open_change=ReviewGateState.set_confirm_open,
+    )  # fmt: skip
+
+
 def send_panel() -> rx.Component:
     return rx.card(
         rx.hstack(
             rx.button(rx.icon("send-horizontal", size=16), "Send", size="3",
-                      on_click=ReviewGateState.send, disabled=ReviewGateState.send_disabled,
+                      on_click=ReviewGateState.open_send, disabled=ReviewGateState.send_disabled,
                       id="send-campaign"),
             rx.vstack(
                 rx.cond(
-                    ReviewGateState.approved_note != "",
-                    rx.callout(ReviewGateState.approved_note, icon="circle-check",
-                               color_scheme="green", id="campaign-approved"),
+                    ReviewGateState.sent_note != "",
+                    rx.callout(
+                        rx.text(ReviewGateState.sent_note, " ",
+                                rx.link("See the progress", href=ReviewGateState.send_href,
+                                        id="send-progress-link")),
+                        icon="send", color_scheme="blue", id="campaign-sent",
+                    ),
                     rx.cond(
-                        ReviewGateState.blockers.length() > 0,
-                        rx.vstack(
-                            rx.text("Send stays off until:", size="2", weight="bold"),
-                            rx.foreach(ReviewGateState.blockers, _blocker),
-                            spacing="1",
-                            id="send-blockers",
-                        ),
+                        ReviewGateState.approved_note != "",
+                        rx.callout(ReviewGateState.approved_note, icon="circle-check",
+                                   color_scheme="green", id="campaign-approved"),
                         rx.cond(
-                            ReviewGateState.can_approve,
-                            rx.text("Every message has what it needs. Send approves the "
-                                    "campaign in your name; it is then queued for sending.",
-                                    size="2", id="send-ready"),
-                            rx.text("Only an owner, an admin or a sender may approve and "
-                                    "send.", size="2", color_scheme="gray", id="send-role"),
+                            ReviewGateState.blockers.length() > 0,
+                            rx.vstack(
+                                rx.text("Send stays off until:", size="2", weight="bold"),
+                                rx.foreach(ReviewGateState.blockers, _blocker),
+                                spacing="1",
+                                id="send-blockers",
+                            ),
+                            rx.cond(
+                                ReviewGateState.can_approve,
+                                rx.text("Every message has what it needs. Send approves the "
+                                        "campaign in your name and starts sending; you can "
+                                        "pause or cancel it while it goes out.",
+                                        size="2", id="send-ready"),
+                                rx.text("Only an owner, an admin or a sender may approve and "
+                                        "send.", size="2", color_scheme="gray", id="send-role"),
+                            ),
                         ),
                     ),
                 ),
@@ -574,6 +611,7 @@ def send_panel() -> rx.Component:
                 spacing="2",
                 width="100%",
             ),
+            send_confirmation(),
             align="start",
             spacing="4",
             width="100%",

@@ -9,6 +9,9 @@ from mailer_app.components.shell import field_error, page_frame
 from mailer_app.state.auth import AuthState
 from mailer_app.state.campaigns import CampaignListState
 
+# Campaigns with a send to follow (its progress page): queued and after.
+SENT_STATUSES = ["queued", "sending", "paused", "completed", "cancelled"]
+
 
 def toolbar() -> rx.Component:
     return rx.hstack(
@@ -105,6 +108,15 @@ def campaign_row(row: rx.Var) -> rx.Component:
                         href=row["review_href"],
                         size="1",
                         id=f"review-{row['id']}",
+                    ),
+                ),
+                rx.cond(
+                    rx.Var.create(SENT_STATUSES).contains(row["status"]),
+                    rx.link(
+                        "Progress",
+                        href=routes.CAMPAIGNS + "/" + row["id"].to(str) + "/send",
+                        size="1",
+                        id=f"progress-{row['id']}",
                     ),
                 ),
                 spacing="1",

@@ -9,18 +9,30 @@ recipient's data (saved to the contact; the Rebuild button then remakes the mess
 
 Every handler asks the database who is signed in and checks the role: hiding a
 button is not authorization. Rules and queries are in services/build.py and
-services/review.py; this module only calls them and words the answers.
+services/review.py; this module only calls them and words the answers. Send asks
+for confirmation, then `send_control.start_send` approves (if still in review) and
+queues the campaign, and the page moves on to the send page (live progress).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import reflex as rx
 
+from mailer_app import routes
 from mailer_app.db import session_scope
 from mailer_app.models import BuildStatus, CampaignStatus, Role, Source
-from mailer_app.services import ServiceError, auth, build, campaigns, contacts, review
+from mailer_app.services import (
+    ServiceError,
+    auth,
+    build,
+    campaigns,
+    contacts,
+    review,
+    send_control,
+)
 from mailer_app.state.auth import AuthState
 from mailer_app.state.campaigns import STATUS_COLORS
 from mailer_app.state.live import client_connected
@@ -32,6 +44,16 @@ RECIPIENT_SAVED = "Saved. Rebuild to update the message."
 FIELD_INPUT = "field-"  # form input names of custom fields: field-<name>
 REVIEWER_ROLES = review.REVIEWER_ROLES
 APPROVER_ROLES = review.APPROVER_ROLES
+# Statuses from which Send starts the send (in review: it approves first).
+SENDABLE_FROM = (CampaignStatus.IN_REVIEW, CampaignStatus.APPROVED)
+# Statuses with a send to follow on the send page.
+SENT_STATUSES = (
+    CampaignStatus.QUEUED,
+    CampaignStatus.SENDING,
+    CampaignStatus.PAUSED,
+    CampaignStatus.COMPLETED,
+    CampaignStatus.CANCELLED,
+)
 DECIDABLE = tuple(str(s) for s in review.DECIDABLE)  # a person may approve these
 EXCLUDABLE = tuple(str(s) for s in review.EXCLUDABLE)  # ...and exclude these
 
@@ -126,8 +148,16 @@ def approval_note(approval: review.Approval | None) -> str:
     stamp = approval.approved_at.strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"Approved by {approval.approver} at {stamp}. The campaign is approved and "
-        "waiting to be queued for sending."
+        "waiting to be queued for sending: press Send to start."
     )
+
+
+def sent_note(status: str) -> str:
+    """Where a campaign past the gate stands ('' while it is still at the gate)."""
+    if status not in SENT_STATUSES:
+        return ""
+    label = campaigns.STATUS_LABELS.get(status, status).lower()
+    return f"This campaign is {label}: follow its send on the progress page."
 
 
 class ReviewGateState(rx.State):
@@ -164,7 +194,11 @@ class ReviewGateState(rx.State):
     # Send.
     blockers: list[str] = []
     approved_note: str = ""
+    sent_note: str = ""
     send_error: str = ""
+    sendable: int = 0  # messages that would go out (the confirmation says how many)
+    confirm_open: bool = False
+    sending_now: bool = False
     _watching: bool = False
 
     # --- loading ------------------------------------------------------------------------
@@ -172,7 +206,7 @@ class ReviewGateState(rx.State):
     @rx.event
     async def load(self):
         self.loaded, self.missing, self.notice, self.send_error = False, "", "", ""
-        self.approved_note = ""
+        self.approved_note, self.sent_note, self.confirm_open = "", "", False
         self.filter_status = self.filter_reason = self.search = ""
         self.offset = 0
         user = await current_user(self)
@@ -202,8 +236,13 @@ class ReviewGateState(rx.State):
             self._read_build(latest)
             self._read_counts(session, workspace_id)
             self._read_page(session, workspace_id)
-            self.blockers = list(
-                review.send_blockers(
+            # An approved campaign has passed the gate (Send queues it); one past it
+            # is followed on the send page.
+            past_gate = self.status == CampaignStatus.APPROVED or self.status in SENT_STATUSES
+            self.blockers = (
+                []
+                if past_gate
+                else review.send_blockers(
                     session=session, workspace_id=workspace_id, campaign_id=self.campaign_id
                 )
             )
@@ -216,6 +255,7 @@ class ReviewGateState(rx.State):
         self.status = str(campaign.status)
         self.status_label = campaigns.STATUS_LABELS.get(campaign.status, str(campaign.status))
         self.status_color = STATUS_COLORS.get(self.status, "gray")
+        self.sent_note = sent_note(self.status)
         self.approved_note = approval_note(
             review.campaign_approval(
                 session=session, workspace_id=workspace_id, campaign_id=self.campaign_id
@@ -243,6 +283,7 @@ class ReviewGateState(rx.State):
             for status, (label, color, explanation) in STATUS_INFO.items()
         ]
         self.reason_counts = [_reason(r) for r in counts.by_reason if r.count]
+        self.sendable = counts.sendable
         self.counts_note = _counts_note(counts)
 
     def _read_page(self, session, workspace_id: int) -> None:
@@ -435,31 +476,60 @@ class ReviewGateState(rx.State):
     # --- send -------------------------------------------------------------------------------------
 
     @rx.event
-    async def send(self):
+    async def open_send(self):
+        """Send asks first: "Send N messages now?"."""
         user, why = await permitted(self, APPROVER_ROLES)
         self.send_error = ""
         if user is None:
             self.send_error = why
             return
+        self.confirm_open = not self.send_disabled
+
+    @rx.event
+    def set_confirm_open(self, is_open: bool):
+        self.confirm_open = bool(is_open) and not self.sending_now
+
+    @rx.event(background=True)
+    async def send(self):
+        """Approve (if still in review) and queue the campaign, then show its progress.
+
+        A background event: queueing a large campaign may take longer than a normal
+        handler may hold the page's state.
+        """
+        async with self:
+            if self.sending_now:
+                return
+            self.send_error = ""
+            user, why = await permitted(self, APPROVER_ROLES)
+            if user is None:
+                self.send_error, self.confirm_open = why, False
+                return
+            self.sending_now = True
+            campaign_id = self.campaign_id
         try:
-            with session_scope() as session:
-                review.approve_campaign(
-                    session=session, workspace_id=user.workspace_id,
-                    campaign_id=self.campaign_id, user_id=user.user_id, source=Source.UI,
-                )  # fmt: skip
+            await asyncio.to_thread(_start_send, user, campaign_id)
         except ServiceError as exc:
-            self.send_error = str(exc)
-            await self._again()
+            async with self:
+                self.sending_now, self.confirm_open = False, False
+                self.send_error = str(exc)
+                with contextlib.suppress(ServiceError):  # gone: the message says enough
+                    self._refresh(user.workspace_id)
             return
-        self._refresh(user.workspace_id)
+        async with self:
+            self.sending_now, self.confirm_open = False, False
+        yield rx.redirect(routes.campaign_send(campaign_id))
 
     @rx.var
     def send_disabled(self) -> bool:
-        return (
-            not self.can_approve
-            or self.status != CampaignStatus.IN_REVIEW
-            or len(self.blockers) > 0
-        )
+        return not self.can_approve or self.status not in SENDABLE_FROM or len(self.blockers) > 0
+
+    @rx.var
+    def send_href(self) -> str:
+        return routes.campaign_send(self.campaign_id)
+
+    @rx.var
+    def confirm_title(self) -> str:
+        return f"Send {_plural(self.sendable, 'message')} now?"
 
 
 def _reason(r: review.ReasonCount) -> dict[str, str]:
@@ -509,6 +579,15 @@ def _row(r) -> dict[str, str]:
         "excludable": "1" if r.review_status in EXCLUDABLE else "",
         "size": size_text(r.size_bytes) if r.size_bytes else "—",
     }
+
+
+def _start_send(user: auth.CurrentUser, campaign_id: int) -> int:
+    with session_scope() as session:
+        run = send_control.start_send(
+            session=session, workspace_id=user.workspace_id, campaign_id=campaign_id,
+            user_id=user.user_id, source=Source.UI,
+        )  # fmt: skip
+        return run.id
 
 
 def _latest_build(workspace_id: int, campaign_id: int):

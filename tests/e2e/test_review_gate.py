@@ -1,7 +1,7 @@
 """A sender reviews a published campaign with mixed statuses in the browser: builds
 it, watches the build finish, reads the counts, approves the group that needs a
 review, excludes one message, downloads one as .eml, test-sends one, fixes one
-recipient's missing field and rebuilds, and sends.
+recipient's missing field and rebuilds, and sends (confirmed, it lands on the send page).
 
 Real everything: the app (AppHarness), Chromium, an RQ worker on the test Redis for
 the build job, and an SMTP server (aiosmtpd) behind the sender account for the test
@@ -135,6 +135,24 @@ def campaign_status(database_url: str, campaign_id: int) -> str:
     try:
         with session_scope(engine) as session:
             return str(session.get(Campaign, campaign_id).status)
+    finally:
+        engine.dispose()
+
+
+def approver_of(database_url: str, campaign_id: int) -> str:
+    """The name of whoever approved the campaign (its audit entry)."""
+    from mailer_app.db import session_scope
+    from mailer_app.models import AuditEntry, User
+
+    engine = _engine(database_url)
+    try:
+        with session_scope(engine) as session:
+            user = session.exec(
+                select(User)
+                .join(AuditEntry, AuditEntry.user_id == User.id)
+                .where(AuditEntry.action == "campaign.approve", AuditEntry.target_id == campaign_id)
+            ).one()
+            return user.display_name
     finally:
         engine.dispose()
 
@@ -273,26 +291,37 @@ def test_review_build_decide_download_and_send(
     expect(page.locator("#preview-text")).to_contain_text("your pro plan")
     expect(page.locator(f"#message-row-{ids['bob@example.com']}")).to_contain_text("Approved")
 
-    # Nothing needs a decision any more: Send is on, and approves the campaign.
+    # Nothing needs a decision any more: Send is on; it asks first, then approves the
+    # campaign, queues it and shows its progress page.
     expect(page.locator("#send-blockers")).to_have_count(0, timeout=ACTION_MS)
     expect(page.locator("#send-campaign")).to_be_enabled()
     screenshot(page, "review-gate-4-ready-to-send")
     page.click("#send-campaign")
-    expect(page.locator("#campaign-approved")).to_contain_text(
-        "Approved by Workspace Owner at", timeout=ACTION_MS
+    # Ann and Cy (ready) and Bob (approved); Eve is excluded.
+    expect(page.locator("#confirm-send-title")).to_have_text(
+        "Send 3 messages now?", timeout=ACTION_MS
     )
-    expect(page.locator("#campaign-approved")).to_contain_text("waiting to be queued")
-    expect(page.locator("#review-campaign-status")).to_have_text("Approved")
-    expect(page.locator("#send-campaign")).to_be_disabled()
-    assert campaign_status(e2e_database_url, campaign_id) == "approved"
-    screenshot(page, "review-gate-5-approved")
+    screenshot(page, "review-gate-5-confirm-send")
+    page.click("#confirm-send")
+    expect(page).to_have_url(re.compile(rf"/campaigns/{campaign_id}/send$"), timeout=FIRST_LOAD_MS)
+    expect(page.locator("#send-status")).to_have_text(
+        re.compile("Queued|Sending|Completed"), timeout=FIRST_LOAD_MS
+    )
+    assert campaign_status(e2e_database_url, campaign_id) in ("queued", "sending", "completed")
+    assert approver_of(e2e_database_url, campaign_id) == "Workspace Owner"
+    screenshot(page, "review-gate-6-sent")
 
-    # The wizard's published banner leads back here; the approval is still shown.
+    # Back on the review page, Send is off and the progress is one click away; the
+    # wizard's published banner leads back there too.
+    page.click("#review-link")
+    expect(page).to_have_url(re.compile(rf"/campaigns/{campaign_id}/review$"))
+    expect(page.locator("#campaign-sent")).to_contain_text("progress page", timeout=ACTION_MS)
+    expect(page.locator("#send-campaign")).to_be_disabled()
     page.click("#edit-campaign")
     expect(page).to_have_url(re.compile(rf"/campaigns/{campaign_id}$"), timeout=FIRST_LOAD_MS)
     page.click("#review-messages-link", timeout=FIRST_LOAD_MS)
     expect(page).to_have_url(re.compile(rf"/campaigns/{campaign_id}/review$"))
-    expect(page.locator("#campaign-approved")).to_contain_text(
-        "approved and waiting to be queued", timeout=ACTION_MS
-    )
+    expect(page.locator("#campaign-sent")).to_contain_text("progress page", timeout=ACTION_MS)
     expect(page.locator("#send-campaign")).to_be_disabled()
+    page.click("#send-progress-link")
+    expect(page).to_have_url(re.compile(rf"/campaigns/{campaign_id}/send$"))
