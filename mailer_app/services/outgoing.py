@@ -88,7 +88,12 @@ def seed_tokens(*, session: Session, run_id: int) -> dict[str, str]:
 
 
 def record_message(
-    *, session: Session, record: SendRecord, date: datetime | None = None, dkim: bool = True
+    *,
+    session: Session,
+    record: SendRecord,
+    date: datetime | None = None,
+    dkim: bool = True,
+    maker: RunMessages | None = None,
 ) -> bytes:
     """The message `record` stands for, dated `date` (default: when it was submitted),
     DKIM-signed when its sender account has a key and `dkim` is true (a signature
@@ -100,5 +105,6 @@ def record_message(
     row = session.get(BuiltMessage, record.built_message_id)
     if row is None or row.workspace_id != record.workspace_id:
         raise NotFoundError("This message's built copy is gone.")
-    maker = RunMessages(session=session, run_id=record.run_id)
+    if maker is None or maker.run_id != record.run_id:
+        maker = RunMessages(session=session, run_id=record.run_id)  # pass one for many records
     return maker.message(record, row, date=date or record.submitted_at or utcnow(), dkim=dkim)
