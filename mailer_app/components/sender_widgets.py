@@ -1,11 +1,12 @@
-"""Widgets of the sender accounts page: the table, the add/edit dialog, delete."""
+"""Widgets of the sender accounts page: the table, the add/edit dialog, delete, and
+the signing (DKIM) dialog."""
 
 from __future__ import annotations
 
 import reflex as rx
 
 from mailer_app.components.shell import field_error
-from mailer_app.state.senders import SenderFormState, SendersState
+from mailer_app.state.senders import SenderDkimState, SenderFormState, SendersState
 
 SMTP_SECURITY_OPTIONS = [
     ("starttls", "STARTTLS (encrypted after connecting, usually port 587)"),
@@ -65,6 +66,15 @@ def row_actions(row: rx.Var) -> rx.Component:
             id=f"sender-edit-{row['id']}",
         ),
         rx.button(
+            rx.icon("signature", size=14),
+            "Signing",
+            size="1",
+            variant="soft",
+            on_click=SenderDkimState.open_dkim(row["id"]),
+            id=f"sender-dkim-{row['id']}",
+            title="Signing (DKIM)",
+        ),
+        rx.button(
             rx.icon("trash-2", size=14),
             size="1",
             variant="soft",
@@ -91,6 +101,7 @@ def sender_row(row: rx.Var) -> rx.Component:
                 _small(row["sign_in"]),
                 _small(row["imap"]),
                 _small(row["limits"]),
+                _small(row["signing"]),
                 spacing="0",
                 max_width="300px",
             )
@@ -497,3 +508,369 @@ def sender_form_dialog() -> rx.Component:
         open=SenderFormState.is_open,
         on_open_change=SenderFormState.set_open,
     )
+
+
+# --- signing (DKIM) dialog ----------------------------------------------------------------------
+
+KEY_OPTIONS = [
+    ("keep", "Keep the current key"),
+    ("rsa", "Make a new key for me (RSA, 2048 bits: recommended)"),
+    ("ed25519", "Make a new Ed25519 key (shorter, but Gmail and Outlook do not check it yet)"),
+    ("paste", "Use a private key I already have"),
+]
+
+
+def _dkim_error(field: str) -> rx.Component:
+    return field_error(SenderDkimState.errors.get(field, ""))
+
+
+def _dkim_field(label: str, control: rx.Component, field: str, hint) -> rx.Component:
+    return rx.vstack(
+        rx.el.label(rx.text(label, as_="span", size="2", weight="medium"), html_for=field),
+        control,
+        rx.text(hint, size="1", color_scheme="gray"),
+        _dkim_error(field),
+        spacing="1",
+        align="stretch",
+        width="100%",
+    )
+
+
+def dkim_status() -> rx.Component:
+    record = SenderDkimState.record
+    return rx.cond(
+        SenderDkimState.enabled,
+        rx.hstack(
+            rx.badge("On", color_scheme="green", variant="soft", size="2"),
+            rx.text(
+                rx.cond(
+                    record["domain"] != "",
+                    "Messages from this account are signed for " + record["domain"] + " with an "
+                    + record["key"] + ", selector “" + record["selector"] + "”.",
+                    "This account is set to sign its messages, but its key cannot be used.",
+                ),
+                size="2",
+            ),
+            align="center",
+            id="dkim-status",
+        ),
+        rx.hstack(
+            rx.badge("Off", color_scheme="gray", variant="soft", size="2"),
+            rx.text("Messages from this account are not signed.", size="2"),
+            align="center",
+            id="dkim-status",
+        ),
+    )  # fmt: skip
+
+
+def _key_option(value: str, label: str) -> rx.Component:
+    return rx.text(
+        rx.radio_group.item(value=value, id=f"dkim-key-{value}", margin_right="8px"),
+        label,
+        as_="label",
+        size="2",
+        display="flex",
+        align_items="center",
+    )
+
+
+def dkim_key_choice() -> rx.Component:
+    keep_value, keep_label = KEY_OPTIONS[0]
+    return rx.vstack(
+        rx.text("Key", as_="span", size="2", weight="medium"),
+        rx.radio_group.root(
+            rx.vstack(
+                rx.cond(SenderDkimState.enabled, _key_option(keep_value, keep_label)),
+                *[_key_option(value, label) for value, label in KEY_OPTIONS[1:]],
+                spacing="2",
+            ),
+            value=SenderDkimState.key_choice,
+            on_change=SenderDkimState.set_key_choice,
+            name="dkim_key_choice",
+            id="dkim-key-choice",
+        ),
+        rx.cond(
+            SenderDkimState.key_choice == "paste",
+            rx.vstack(
+                # Never bound to state: the key travels only with the submitted form.
+                rx.text_area(
+                    id="dkim_private_key",
+                    name="dkim_private_key",
+                    placeholder="-----BEGIN PRIVATE KEY-----\n…\n-----END PRIVATE KEY-----",
+                    rows="7",
+                    auto_complete=False,
+                    spell_check=False,
+                    font_family="var(--code-font-family)",
+                    width="100%",
+                ),
+                rx.text(
+                    "Paste the whole key, from the -----BEGIN line to the -----END line. It is "
+                    "stored encrypted and never shown again.",
+                    size="1",
+                    color_scheme="gray",
+                ),
+                spacing="1",
+                width="100%",
+            ),
+        ),
+        _dkim_error("dkim_private_key"),
+        spacing="2",
+        align="stretch",
+        width="100%",
+    )
+
+
+def _copy_button(part: str, value: rx.Var, label: str = "Copy") -> rx.Component:
+    return rx.button(
+        rx.icon(rx.cond(SenderDkimState.copied == part, "check", "copy"), size=14),
+        rx.cond(SenderDkimState.copied == part, "Copied", label),
+        type="button",
+        size="1",
+        variant="soft",
+        on_click=[rx.set_clipboard(value), SenderDkimState.mark_copied(part)],
+        id=f"dkim-copy-{part}",
+    )
+
+
+def _long_text(value: rx.Var, element_id: str) -> rx.Component:
+    return rx.code(
+        value,
+        id=element_id,
+        variant="ghost",
+        size="2",
+        style={"word_break": "break-all", "white_space": "pre-wrap", "user_select": "all"},
+    )
+
+
+def dkim_record() -> rx.Component:
+    record = SenderDkimState.record
+    return rx.cond(
+        record["name"] != "",
+        rx.vstack(
+            rx.heading("Publish this record in your domain's DNS", size="3", as_="h3"),
+            rx.text(
+                "Sign in where your domain's DNS is managed (usually the company you bought "
+                "the domain from) and add a new record of type TXT with this name and value. "
+                "Until it is published, receivers cannot check the signature. A new record "
+                "can take up to a day to be seen everywhere.",
+                size="2",
+                color_scheme="gray",
+            ),
+            rx.data_list.root(
+                rx.data_list.item(
+                    rx.data_list.label("Type"),
+                    rx.data_list.value(rx.code("TXT", variant="ghost", id="dkim-record-type")),
+                ),
+                rx.data_list.item(
+                    rx.data_list.label("Name"),
+                    rx.data_list.value(
+                        rx.vstack(
+                            rx.hstack(
+                                _long_text(record["name"], "dkim-record-name"),
+                                _copy_button("name", record["name"]),
+                                align="center",
+                                wrap="wrap",
+                            ),
+                            rx.text(
+                                "If your DNS host adds the domain to names itself, enter only ",
+                                rx.code(record["host"], id="dkim-record-host"),
+                                ".",
+                                size="1",
+                                color_scheme="gray",
+                            ),
+                            spacing="1",
+                        )
+                    ),
+                ),
+                rx.data_list.item(
+                    rx.data_list.label("Value"),
+                    rx.data_list.value(
+                        rx.vstack(
+                            _long_text(record["value"], "dkim-record-value"),
+                            _copy_button("value", record["value"]),
+                            spacing="2",
+                        )
+                    ),
+                ),
+                orientation="vertical",
+                size="2",
+                width="100%",
+            ),
+            rx.cond(SenderDkimState.record_strings.length() > 1, dkim_record_pieces()),
+            rx.foreach(
+                SenderDkimState.advice,
+                lambda note: rx.callout(note, icon="info", color_scheme="amber", size="1"),
+            ),
+            spacing="3",
+            align="stretch",
+            width="100%",
+            id="dkim-record",
+        ),
+    )
+
+
+def dkim_record_pieces() -> rx.Component:
+    return rx.vstack(
+        rx.text(
+            "One piece of a TXT record holds at most 255 characters, so this value is split "
+            "in " + SenderDkimState.record_strings.length().to_string() + " pieces. Most DNS "
+            "hosts split it for you when you paste the whole value; if yours asks for the "
+            "pieces, enter them in this order:",
+            size="2",
+            color_scheme="gray",
+        ),
+        rx.foreach(
+            SenderDkimState.record_strings,
+            lambda piece, i: rx.hstack(
+                rx.badge(i + 1, variant="outline"),
+                _long_text(piece, f"dkim-record-piece-{i}"),
+                align="start",
+            ),
+        ),
+        _copy_button("pieces", SenderDkimState.record["quoted"], "Copy as quoted pieces"),
+        spacing="2",
+        align="stretch",
+        width="100%",
+        id="dkim-record-pieces",
+    )
+
+
+def dkim_remove() -> rx.Component:
+    return rx.cond(
+        SenderDkimState.enabled,
+        rx.cond(
+            SenderDkimState.confirm_remove,
+            rx.callout(
+                rx.vstack(
+                    rx.text(
+                        "Remove the key? Messages from this account will no longer be signed, "
+                        "and the key cannot be brought back: to sign again you make a new one "
+                        "and publish its DNS record.",
+                        size="2",
+                    ),
+                    rx.hstack(
+                        rx.button(
+                            "Cancel", type="button", size="1", variant="soft",
+                            color_scheme="gray", on_click=SenderDkimState.cancel_remove,
+                            id="dkim-cancel-remove",
+                        ),
+                        rx.button(
+                            "Remove key", type="button", size="1", color_scheme="red",
+                            on_click=SenderDkimState.remove, id="dkim-confirm-remove",
+                        ),
+                        spacing="2",
+                    ),
+                    spacing="2",
+                ),
+                icon="triangle-alert",
+                color_scheme="red",
+                id="dkim-remove-confirmation",
+            ),
+            rx.button(
+                rx.icon("trash-2", size=14), "Remove key", type="button", variant="soft",
+                color_scheme="red", on_click=SenderDkimState.ask_remove, id="dkim-remove",
+            ),
+        ),
+    )  # fmt: skip
+
+
+def dkim_form() -> rx.Component:
+    choice = SenderDkimState.key_choice
+    return rx.form(
+        rx.vstack(
+            rx.grid(
+                _dkim_field(
+                    "Domain",
+                    rx.input(
+                        id="dkim_domain", name="dkim_domain", value=SenderDkimState.domain,
+                        on_change=SenderDkimState.set_domain, placeholder="example.com",
+                    ),
+                    "dkim_domain",
+                    "The domain of the from address (" + SenderDkimState.from_email
+                    + "), or a domain it belongs to.",
+                ),
+                _dkim_field(
+                    "Selector",
+                    rx.input(
+                        id="dkim_selector", name="dkim_selector",
+                        value=SenderDkimState.selector, on_change=SenderDkimState.set_selector,
+                        placeholder="mailer",
+                    ),
+                    "dkim_selector",
+                    "A short name for this key, like “mailer”. It becomes part of the DNS "
+                    "record's name.",
+                ),
+                columns="1fr 1fr",
+                spacing="3",
+                width="100%",
+            ),
+            dkim_key_choice(),
+            field_error(SenderDkimState.message),
+            rx.hstack(
+                rx.spacer(),
+                rx.button(
+                    rx.cond(SenderDkimState.busy, rx.spinner(size="2"), rx.icon("key-round")),
+                    rx.cond(
+                        (choice == "rsa") | (choice == "ed25519"), "Make the key and save",
+                        rx.cond(choice == "paste", "Save this key", "Save"),
+                    ),
+                    type="submit", disabled=SenderDkimState.busy, id="dkim-save",
+                ),
+                width="100%",
+            ),
+            spacing="3",
+            align="stretch",
+        ),
+        on_submit=SenderDkimState.save,
+        reset_on_submit=False,
+        no_validate=True,
+        id="dkim-form",
+    )  # fmt: skip
+
+
+def sender_dkim_dialog() -> rx.Component:
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title("Signing (DKIM): " + SenderDkimState.sender_name),
+            rx.dialog.description(
+                "DKIM puts a digital signature on every message sent from this account, so "
+                "receiving servers can tell it really comes from your domain and was not "
+                "changed on the way; signed mail is less likely to land in spam. It takes two "
+                "steps: make a key here, then add one record to your domain's DNS.",
+                size="2",
+                color_scheme="gray",
+            ),
+            rx.vstack(
+                dkim_status(),
+                rx.cond(
+                    SenderDkimState.notice != "",
+                    rx.callout(
+                        SenderDkimState.notice, icon="circle-check", color_scheme="green",
+                        size="1", id="dkim-notice",
+                    ),
+                ),
+                dkim_record(),
+                rx.divider(),
+                rx.heading(
+                    rx.cond(SenderDkimState.enabled, "Change the key or its name",
+                            "Set up signing"),
+                    size="3", as_="h3",
+                ),
+                dkim_form(),
+                dkim_remove(),
+                rx.hstack(
+                    rx.spacer(),
+                    rx.dialog.close(
+                        rx.button("Close", variant="soft", color_scheme="gray", id="dkim-close")
+                    ),
+                    width="100%",
+                ),
+                spacing="4",
+                align="stretch",
+                margin_top="12px",
+            ),
+            max_width="720px",
+        ),
+        open=SenderDkimState.is_open,
+        on_open_change=SenderDkimState.set_open,
+    )  # fmt: skip

@@ -8,6 +8,7 @@ from mailer_app import routes
 from mailer_app.components.sender_widgets import (
     delete_dialog,
     row_test_result,
+    sender_dkim_dialog,
     sender_form_dialog,
     sender_table,
 )
@@ -61,5 +62,6 @@ def senders_page() -> rx.Component:
         row_test_result(),
         sender_table(),
         sender_form_dialog(),
+        sender_dkim_dialog(),
         delete_dialog(),
     )

@@ -1,4 +1,5 @@
-"""State of the sender accounts page (/senders): the table and the add/edit dialog.
+"""State of the sender accounts page (/senders): the table, the add/edit dialog and
+the signing (DKIM) dialog.
 
 Every handler that reads or writes asks the database who is signed in, and every
 change also checks the role: hiding buttons from viewers is not authorization.
@@ -6,6 +7,11 @@ No password is ever kept in state: the password inputs are not bound to state
 (their values arrive with the submitted form and are used at once). Connection
 tests run in background events, outside the state lock and outside any database
 transaction.
+
+The DKIM private key is never kept in state either: a generated key goes straight
+from `generate_key` to the secret store, a pasted one arrives with the submitted
+form (its text area is not bound to state) and the dialog only ever shows the
+public DNS record.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import reflex as rx
 
 from mailer_app.db import session_scope
+from mailer_app.mail.dkim import generate_key
 from mailer_app.models import Source
 from mailer_app.services import InvalidInput, ServiceError, auth, senders
 from mailer_app.state.auth import AuthState
@@ -47,8 +54,9 @@ def _number(value: float | int | None) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def display_row(row: senders.SenderRow) -> dict[str, str]:
-    """One table row as text (state vars must be plain, and never hold secrets)."""
+def display_row(row: senders.SenderRow, signing: str = "") -> dict[str, str]:
+    """One table row as text (state vars must be plain, and never hold secrets);
+    `signing` says whether the account signs with DKIM (see `signing_words`)."""
     label, color = STATUS_LABELS.get(row.status, (row.status, "gray"))
     limits = [
         f"{_number(value)} per {unit}"
@@ -68,6 +76,7 @@ def display_row(row: senders.SenderRow) -> dict[str, str]:
         "sign_in": f"Signs in as {row.smtp_username}" if row.smtp_username else "No sign-in",
         "imap": f"Mailbox (IMAP): {row.imap_host}:{row.imap_port}" if row.imap_host else "",
         "limits": "At most " + ", ".join(limits) if limits else "",
+        "signing": signing,
         "status": row.status,
         "status_label": label,
         "status_color": color,
@@ -131,9 +140,11 @@ class SendersState(rx.State):
     def refresh(self, workspace_id: int) -> None:
         with session_scope() as session:
             self.rows = [
-                display_row(r)
+                display_row(r, signing_words(senders.get_sender(
+                    session=session, workspace_id=workspace_id, sender_id=r.id
+                )))
                 for r in senders.list_sender_rows(session=session, workspace_id=workspace_id)
-            ]
+            ]  # fmt: skip
 
     @rx.event
     async def load(self):
@@ -422,3 +433,255 @@ def _save_form(user, mode, sender_id, values, password, imap_password) -> None:
                 password=password or None, imap_password=imap_password or None,
                 source=Source.UI, **values,
             )  # fmt: skip
+
+
+# --- signing (DKIM) ---------------------------------------------------------------------------
+
+DKIM_ERROR_FIELDS = ("dkim_domain", "dkim_selector", "dkim_private_key")
+DEFAULT_DKIM_SELECTOR = "mailer"
+# How the key is chosen: generated here (RSA or Ed25519), pasted, or the saved one kept.
+KEY_CHOICES = ("rsa", "ed25519", "paste", "keep")
+ALGORITHM_WORDS = {"rsa": "RSA", "ed25519": "Ed25519"}
+NO_RECORD: dict[str, object] = {
+    "name": "", "host": "", "value": "", "strings": [], "quoted": "", "key": "", "domain": "",
+    "selector": "", "advice": [],
+}  # fmt: skip
+
+
+def signing_words(sender) -> str:
+    """The table's one line about DKIM for a (loaded) sender account."""
+    if sender.dkim_key_ref and sender.dkim_domain and sender.dkim_selector:
+        return f"Signed (DKIM) as {sender.dkim_domain}"
+    return "Not signed (no DKIM key)"
+
+
+def dkim_view(*, session, workspace_id: int, sender_id: int) -> dict[str, object]:
+    """What the signing dialog shows about one sender: never the private key.
+
+    `problem` is set (plain words) when a key is saved but cannot be read back.
+    """
+    sender = senders.get_sender(session=session, workspace_id=workspace_id, sender_id=sender_id)
+    from_domain = sender.from_email.rpartition("@")[2].lower()
+    view: dict[str, object] = {
+        "name": sender.name,
+        "from_email": sender.from_email,
+        "domain": sender.dkim_domain or from_domain,
+        "selector": sender.dkim_selector or DEFAULT_DKIM_SELECTOR,
+        "enabled": bool(sender.dkim_key_ref and sender.dkim_domain and sender.dkim_selector),
+        "record": dict(NO_RECORD),
+        "problem": "",
+    }
+    if not view["enabled"]:
+        return view
+    try:
+        record = senders.dkim_dns_record(
+            session=session, workspace_id=workspace_id, sender_id=sender_id
+        )
+    except senders.SenderNotFound:
+        raise
+    except ServiceError as exc:
+        view["problem"] = str(exc)
+        return view
+    if record is not None:
+        bits = f" ({record.bits} bits)" if record.algorithm == "rsa" else ""
+        view["record"] = {
+            "name": record.name,
+            # Many DNS hosts want the name without the domain they add themselves.
+            "host": record.name.removesuffix("." + record.domain),
+            "value": record.value,
+            "strings": list(record.strings),
+            # The pieces as a zone file writes them ("..." "..."), for hosts that ask so.
+            "quoted": " ".join(f'"{piece}"' for piece in record.strings),
+            "key": ALGORITHM_WORDS.get(record.algorithm, record.algorithm) + " key" + bits,
+            "domain": record.domain,
+            "selector": record.selector,
+            "advice": list(record.advice),
+        }
+    return view
+
+
+def _save_dkim(user, sender_id: str, domain: str, selector: str, choice: str, pasted: str):
+    """Generate (or take the pasted) key and save it; the key leaves with this call."""
+    if choice in ("rsa", "ed25519"):
+        pem: str | None = generate_key(choice)
+    elif choice == "paste":
+        if not pasted.strip():
+            raise InvalidInput(
+                "Paste the private key (the text starting with -----BEGIN).",
+                field="dkim_private_key",
+            )
+        pem = pasted
+    else:
+        pem = None  # keep the saved key; only the domain or selector change
+    with session_scope() as session:
+        senders.set_dkim_key(
+            session=session, workspace_id=user.workspace_id, sender_id=int(sender_id),
+            domain=domain, selector=selector, private_key_pem=pem, user_id=user.user_id,
+            source=Source.UI,
+        )  # fmt: skip
+        return dkim_view(session=session, workspace_id=user.workspace_id, sender_id=int(sender_id))
+
+
+def _remove_dkim(user, sender_id: str):
+    with session_scope() as session:
+        senders.clear_dkim_key(
+            session=session, workspace_id=user.workspace_id, sender_id=int(sender_id),
+            user_id=user.user_id, source=Source.UI,
+        )  # fmt: skip
+        return dkim_view(session=session, workspace_id=user.workspace_id, sender_id=int(sender_id))
+
+
+class SenderDkimState(rx.State):
+    """The signing (DKIM) dialog of one sender account. No private key is held here:
+    the paste area is not bound to state, and a generated key goes straight to the
+    secret store."""
+
+    is_open: bool = False
+    sender_id: str = ""
+    sender_name: str = ""
+    from_email: str = ""
+    enabled: bool = False
+    domain: str = ""
+    selector: str = DEFAULT_DKIM_SELECTOR
+    key_choice: str = "rsa"
+    record: dict[str, str] = {}
+    record_strings: list[str] = []
+    advice: list[str] = []
+    errors: dict[str, str] = {}
+    message: str = ""
+    notice: str = ""
+    busy: bool = False
+    confirm_remove: bool = False
+    copied: str = ""  # which part of the DNS record was just copied
+
+    def _show(self, view: dict[str, object]) -> None:
+        record = dict(view["record"])
+        self.record_strings = list(record.pop("strings"))
+        self.advice = list(record.pop("advice"))
+        self.record = {key: str(value) for key, value in record.items()}
+        self.sender_name, self.from_email = str(view["name"]), str(view["from_email"])
+        self.domain, self.selector = str(view["domain"]), str(view["selector"])
+        self.enabled = bool(view["enabled"])
+        self.message = str(view["problem"])
+        self.key_choice = "keep" if self.enabled and not self.message else "rsa"
+        self.copied = ""
+
+    @rx.event
+    async def open_dkim(self, sender_id: str):
+        user, why = await _manager(self)
+        page = await self.get_state(SendersState)
+        if user is None:
+            page.notice = why
+            return
+        try:
+            with session_scope() as session:
+                view = dkim_view(
+                    session=session, workspace_id=user.workspace_id, sender_id=int(sender_id)
+                )
+        except ServiceError as exc:
+            page.notice = str(exc)
+            return
+        self.errors, self.notice = {}, ""
+        self.busy = self.confirm_remove = False
+        self.sender_id = sender_id
+        self._show(view)
+        self.is_open = True
+
+    @rx.event
+    def set_open(self, is_open: bool):
+        if not self.busy:
+            self.is_open = is_open
+            self.confirm_remove = False
+
+    @rx.event
+    def set_domain(self, value: str):
+        self.domain = value
+        self.errors = {k: v for k, v in self.errors.items() if k != "dkim_domain"}
+
+    @rx.event
+    def set_selector(self, value: str):
+        self.selector = value
+        self.errors = {k: v for k, v in self.errors.items() if k != "dkim_selector"}
+
+    @rx.event
+    def set_key_choice(self, value: str):
+        if value in KEY_CHOICES and (value != "keep" or self.enabled):
+            self.key_choice = value
+            self.errors = {k: v for k, v in self.errors.items() if k != "dkim_private_key"}
+
+    @rx.event(background=True)
+    async def save(self, form: dict):
+        pasted = str(form.get("dkim_private_key") or "")
+        async with self:
+            if self.busy:
+                return
+            user, why = await _manager(self)
+            if user is None:
+                self.message = why
+                return
+            # What the inputs showed when the form was sent (the state may lag behind).
+            domain = str(form.get("dkim_domain", self.domain))
+            selector = str(form.get("dkim_selector", self.selector))
+            choice, sender_id = self.key_choice, self.sender_id
+            self.busy, self.confirm_remove = True, False
+            self.errors, self.message, self.notice = {}, "", ""
+        try:
+            # RSA key generation takes a moment: off the event loop.
+            view = await asyncio.to_thread(
+                _save_dkim, user, sender_id, domain, selector, choice, pasted
+            )
+            async with self:
+                self._show(view)
+                self.notice = (
+                    "Signing is on. Publish the DNS record below so receivers can check "
+                    "the signature."
+                    if choice != "keep"
+                    else "Saved. If the name of the record changed, publish it again."
+                )
+                page = await self.get_state(SendersState)
+                page.refresh(user.workspace_id)
+        except InvalidInput as exc:
+            async with self:
+                if exc.field in DKIM_ERROR_FIELDS:
+                    self.errors = {exc.field: str(exc)}
+                else:
+                    self.message = str(exc)
+        except ServiceError as exc:
+            async with self:
+                self.message = str(exc)
+        finally:
+            async with self:
+                self.busy = False
+
+    @rx.event
+    def mark_copied(self, part: str):
+        self.copied = part
+
+    @rx.event
+    def ask_remove(self):
+        self.confirm_remove = True
+
+    @rx.event
+    def cancel_remove(self):
+        self.confirm_remove = False
+
+    @rx.event
+    async def remove(self):
+        user, why = await _manager(self)
+        self.confirm_remove = False
+        if user is None:
+            self.message = why
+            return
+        try:
+            view = _remove_dkim(user, self.sender_id)
+        except ServiceError as exc:
+            self.message = str(exc)
+            return
+        self._show(view)
+        self.errors = {}
+        self.notice = (
+            "The key is removed: messages from this account are no longer signed. You "
+            "can delete the DNS record now."
+        )
+        page = await self.get_state(SendersState)
+        page.refresh(user.workspace_id)
