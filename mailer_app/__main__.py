@@ -289,6 +289,39 @@ def cmd_test_send(args) -> int:
     return 1
 
 
+def cmd_send_control(args) -> int:
+    """queue | pause | resume | cancel a campaign's send, then print where it stands."""
+    from mailer_app.models import Source
+    from mailer_app.services import ServiceError, send_control
+
+    actions = {
+        "queue": send_control.start_send, "pause": send_control.pause_send,
+        "resume": send_control.resume_send, "cancel": send_control.cancel_send,
+    }  # fmt: skip
+    try:
+        with session_scope() as session:
+            scope = {"session": session, "workspace_id": args.workspace,
+                     "campaign_id": args.campaign_id}  # fmt: skip
+            if args.command in actions:
+                actions[args.command](**scope, user_id=None, source=Source.CLI)
+                session.commit()
+            progress = send_control.send_progress(**scope)
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if progress is None:
+        print(f"campaign {args.campaign_id} has never been queued")
+        return 0
+    print(f"campaign {progress.campaign_id} {progress.campaign_name!r}: {progress.status}"
+          + (f" ({progress.status_reason})" if progress.status_reason else ""))  # fmt: skip
+    print(f"  sent {progress.sent:,}  failed {progress.failed:,}  unknown {progress.unknown:,}"
+          f"  remaining {progress.remaining:,}  of {progress.total:,}"
+          f"  ({progress.percent:.0f}% done, {progress.rate_per_minute:,.0f}/min)")  # fmt: skip
+    for group in progress.failures:
+        print(f"  failed {group.count:>7,}  {group.reason}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mailer_app",
@@ -338,6 +371,17 @@ def main(argv: list[str] | None = None) -> int:
     test_send.add_argument("--to", required=True, help="the address to send the test to")
     test_send.add_argument("--workspace", type=int, required=True, help="workspace id")
     test_send.set_defaults(func=cmd_test_send)
+    for name, text in (
+        ("queue", "approve (if in review) and queue a campaign for sending"),
+        ("pause", "pause a campaign's send"),
+        ("resume", "resume a paused send (never re-sends)"),
+        ("cancel", "cancel a send (what is not sent yet never will be)"),
+        ("progress", "where a campaign's send stands"),
+    ):
+        control = sub.add_parser(name, help=text)
+        control.add_argument("campaign_id", type=int)
+        control.add_argument("--workspace", type=int, required=True, help="workspace id")
+        control.set_defaults(func=cmd_send_control)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -164,7 +164,7 @@ def count_of(page, status: str):
 def test_review_build_decide_download_and_send(
     app_harness, e2e_database_url, page, spawn, smtp_server
 ):
-    spawn("jobs.worker", "build", "default", env={"DATABASE_URL": e2e_database_url})
+    spawn("jobs.worker", "build", "send", "default", env={"DATABASE_URL": e2e_database_url})
     base = app_harness.frontend_url.rstrip("/")
     owner = new_workspace_owner(e2e_database_url, sender_smtp_port=smtp_server.port)
     _workspace_id, campaign_id = published_campaign(e2e_database_url, owner)
@@ -304,11 +304,18 @@ def test_review_build_decide_download_and_send(
     screenshot(page, "review-gate-5-confirm-send")
     page.click("#confirm-send")
     expect(page).to_have_url(re.compile(rf"/campaigns/{campaign_id}/send$"), timeout=FIRST_LOAD_MS)
-    expect(page.locator("#send-status")).to_have_text(
-        re.compile("Queued|Sending|Completed"), timeout=FIRST_LOAD_MS
-    )
-    assert campaign_status(e2e_database_url, campaign_id) in ("queued", "sending", "completed")
+    # The worker sends them to the sender's SMTP server; the page follows, no reload.
+    expect(page.locator("#send-status")).to_have_text(re.compile("Completed"), timeout=BUILD_MS)
+    expect(page.locator("#count-sent .count")).to_have_text("3", timeout=ACTION_MS)
+    assert campaign_status(e2e_database_url, campaign_id) == "completed"
     assert approver_of(e2e_database_url, campaign_id) == "Workspace Owner"
+    real = [m for m in smtp_server.messages if b"X-Mailer-App-Test" not in m]
+    sent_to = [
+        email.message_from_bytes(m, policy=email.policy.default)["To"].addresses[0].addr_spec
+        for m in real
+    ]
+    assert len(sent_to) == 3 == len(set(sent_to))  # each once
+    assert set(sent_to) <= {address for address, _, _ in PEOPLE} - {"dee@example.com"}
     screenshot(page, "review-gate-6-sent")
 
     # Back on the review page, Send is off and the progress is one click away; the

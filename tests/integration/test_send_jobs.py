@@ -204,3 +204,29 @@ def test_the_maintenance_tick_wakes_a_run_that_no_job_covers(
     assert smtp_script.received_by_recipient() == {address(i): 1 for i in range(5)}
     assert tick()["woken"] == []
     assert os.environ["REDIS_URL"] == redis_url
+
+
+def test_the_cli_queues_a_campaign_that_a_worker_sends_and_reports_progress(
+    session, engine, redis_url, spawn, smtp_script
+):
+    import sys
+
+    from tests.conftest import ROOT
+
+    made = make_campaign(session, engine, port=smtp_script.port, count=7, queue=False)
+    spawn("jobs.worker", "send")
+    cli = [sys.executable, "-m", "mailer_app"]
+    where = [str(made.campaign_id), "--workspace", str(made.workspace_id)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    queued = subprocess.run([*cli, "queue", *where], capture_output=True, text=True, env=env,
+                            cwd=ROOT, timeout=60)  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    assert "of 7" in queued.stdout
+    wait_completed(session, made, timeout=60)
+    shown = subprocess.run([*cli, "progress", *where], capture_output=True, text=True, env=env,
+                           cwd=ROOT, timeout=60)  # fmt: skip
+    assert "completed" in shown.stdout and "sent 7" in shown.stdout, shown.stdout
+    assert smtp_script.received_by_recipient() == {address(i): 1 for i in range(7)}
+    again = subprocess.run([*cli, "pause", *where], capture_output=True, text=True, env=env,
+                           cwd=ROOT, timeout=60)  # fmt: skip
+    assert again.returncode == 1 and "completed" in again.stderr.lower()
