@@ -12,7 +12,7 @@ Use them from a test module with
     from tests.smtp_fixtures import smtp_server_fixture  # noqa: F401  (and the others)
 
 (the fixture functions end in `_fixture`, so test arguments do not shadow imports).
-Each server counts what clients did (`auth_attempts`, `mail_from`, `messages`), so a
+Each server counts what clients did (`login_attempts`, `mail_from`, `messages`), so a
 test can prove a connection test signed in and never sent anything.
 `self_signed_cert(folder)` writes a certificate for 127.0.0.1 (cryptography); point
 SSL_CERT_FILE at it to make a client trust it.
@@ -49,7 +49,9 @@ class SmtpRecorder:
 
     username: str
     password: str
-    auth_attempts: list[tuple[str, bool]] = field(default_factory=list)
+    # Not `auth_...`: aiosmtpd takes every handler attribute named auth_* for an AUTH
+    # mechanism and would advertise it.
+    login_attempts: list[tuple[str, bool]] = field(default_factory=list)
     mail_from: list[str] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
 
@@ -60,7 +62,7 @@ class SmtpRecorder:
         ok = login == self.username and auth_data.password.decode("utf-8", "replace") == (
             self.password
         )
-        self.auth_attempts.append((login, ok))
+        self.login_attempts.append((login, ok))
         return AuthResult(success=ok, handled=False)
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
@@ -74,7 +76,7 @@ class SmtpRecorder:
 
     @property
     def successful_logins(self) -> list[str]:
-        return [login for login, ok in self.auth_attempts if ok]
+        return [login for login, ok in self.login_attempts if ok]
 
 
 @dataclass
@@ -87,7 +89,7 @@ class SmtpServer:
     cert_file: Path | None = None
 
     def reset(self) -> None:
-        self.recorder.auth_attempts.clear()
+        self.recorder.login_attempts.clear()
         self.recorder.mail_from.clear()
         self.recorder.messages.clear()
 

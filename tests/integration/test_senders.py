@@ -430,7 +430,7 @@ def test_probe_without_a_user_name_only_connects(smtp_server):
     probe = probe_smtp(endpoint(smtp_server, username=None, password=None))
     assert probe.ok
     assert "No user name is set, so no sign-in was tried" in probe.message
-    assert smtp_server.recorder.auth_attempts == []
+    assert smtp_server.recorder.login_attempts == []
 
 
 def test_nothing_listening_is_reported_quickly():
@@ -462,7 +462,7 @@ def test_a_self_signed_starttls_certificate_is_refused_before_signing_in(smtp_st
     assert not probe.ok and probe.error_kind == "tls"
     assert probe.message.startswith(f"The TLS certificate of 127.0.0.1:{server.port} could not")
     assert "self-signed certificate" in probe.message
-    assert server.recorder.auth_attempts == []  # the password never left
+    assert server.recorder.login_attempts == []  # the password never left
 
 
 def test_a_trusted_starttls_certificate_signs_in(smtp_starttls_server, monkeypatch):
@@ -503,7 +503,7 @@ def test_wrong_encryption_choices_are_explained(smtp_server):
     tls_on_plain = probe_smtp(endpoint(smtp_server, security="tls"))
     assert not tls_on_plain.ok and tls_on_plain.error_kind == "tls"
     assert "TLS is usually port 465, STARTTLS port 587" in tls_on_plain.message
-    assert smtp_server.recorder.auth_attempts == []
+    assert smtp_server.recorder.login_attempts == []
 
 
 def test_probe_works_inside_a_running_event_loop(smtp_server):
@@ -582,7 +582,7 @@ def test_new_settings_are_checked_before_connecting(smtp_server):
     with pytest.raises(InvalidInput) as caught:
         senders.test_new_sender_connection(smtp_host="127.0.0.1", smtp_port="0")
     assert caught.value.field == "smtp_port"
-    assert smtp_server.recorder.auth_attempts == []
+    assert smtp_server.recorder.login_attempts == []
 
 
 def test_imap_is_tested_too_when_filled_in(smtp_server, mail_lab):
