@@ -223,6 +223,28 @@ def _unknown_row(item: rx.Var) -> rx.Component:
     )
 
 
+def resend_dialog() -> rx.Component:
+    return rx.alert_dialog.root(
+        rx.alert_dialog.content(
+            rx.alert_dialog.title("Send these messages again?"),
+            rx.alert_dialog.description(
+                "Some of the ", P.unknown, " recipients may already have received their "
+                "message: they would get it twice. Send again only if that is better than "
+                "some of them getting nothing.",
+            ),
+            rx.hstack(
+                rx.alert_dialog.cancel(rx.button("Leave them", variant="soft",
+                                                 color_scheme="gray", id="keep-unknown")),
+                rx.button("Send them again", color_scheme="orange", on_click=P.confirm_resend,
+                          loading=P.busy, id="confirm-resend-unknown"),
+                justify="end", spacing="3", margin_top="16px",
+            ),
+        ),
+        open=P.resend_open,
+        on_open_change=P.set_resend_open,
+    )  # fmt: skip
+
+
 def unknown_panel() -> rx.Component:
     return rx.cond(
         P.unknown_rows.length() > 0,
@@ -243,6 +265,13 @@ def unknown_panel() -> rx.Component:
                 ),
                 rx.cond(P.unknown_more != "", rx.text(P.unknown_more, size="1",
                                                       color_scheme="gray")),
+                rx.cond(
+                    P.can_control,
+                    rx.button(rx.icon("send", size=16), "Send these again…", variant="soft",
+                              color_scheme="orange", on_click=P.set_resend_open(True),
+                              disabled=P.busy | (P.status == "cancelled"), id="resend-unknown"),
+                ),
+                resend_dialog(),
                 spacing="2",
                 width="100%",
             ),

@@ -15,7 +15,7 @@ always did) and an archived campaign can only go back to that status.
     queued     -> sending, paused, cancelled
     sending    -> paused, completed, cancelled
     paused     -> sending, cancelled
-    completed  -> archived
+    completed  -> archived, sending (a person resends messages of unknown outcome)
     cancelled  -> archived
     archived   -> the status it had
 
@@ -38,7 +38,7 @@ MOVES: dict[str, frozenset[str]] = {
     S.QUEUED: frozenset({S.SENDING, S.PAUSED, S.CANCELLED}),
     S.SENDING: frozenset({S.PAUSED, S.COMPLETED, S.CANCELLED}),
     S.PAUSED: frozenset({S.SENDING, S.CANCELLED}),
-    S.COMPLETED: frozenset({S.ARCHIVED}),
+    S.COMPLETED: frozenset({S.SENDING, S.ARCHIVED}),  # sending: a person resends unknowns
     S.CANCELLED: frozenset({S.ARCHIVED}),
     S.ARCHIVED: frozenset(),  # back to the status it had: see restore_status
 }

@@ -43,7 +43,15 @@ from mailer_app.models import (
     User,
     utcnow,
 )
-from mailer_app.services import audit, auth, campaign_status, campaigns, review, send_records
+from mailer_app.services import (
+    InvalidInput,
+    audit,
+    auth,
+    campaign_status,
+    campaigns,
+    review,
+    send_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +222,50 @@ def _move(
 
 
 # --- controls -----------------------------------------------------------------------------------
+
+
+def resend_unknown(
+    *,
+    session: Session,
+    workspace_id: int,
+    campaign_id: int,
+    user_id: int | None,
+    source: Source | str = Source.UI,
+    record_ids: list[int] | None = None,
+) -> int:
+    """A person's decision to send again the messages of unknown outcome of the latest
+    send (all, or `record_ids`): some may reach their recipient twice, which is why the
+    app never does it by itself. A completed send starts sending again; a paused one
+    sends them when resumed. Returns how many were queued again."""
+    check_role(session=session, workspace_id=workspace_id, user_id=user_id)
+    campaign = _locked(session, workspace_id, campaign_id)
+    run = send_records._latest_run(session, workspace_id, campaign_id)
+    if run is None or campaign.status not in (S.SENDING, S.PAUSED, S.COMPLETED, S.QUEUED):
+        raise InvalidInput("Only the messages of a send that went ahead can be sent again.")
+    ids = send_records.requeue_unknown(
+        session, workspace_id=workspace_id, run_id=run.id, record_ids=record_ids
+    )
+    if not ids:
+        return 0
+    who = _who(session, user_id, source)
+    if campaign.status == S.COMPLETED:
+        campaign_status.transition(
+            session=session, campaign=campaign, to=S.SENDING, user_id=user_id, source=source,
+            reason=f"Sending again {len(ids)} messages of unknown outcome, as {who} chose.",
+        )  # fmt: skip
+        session.execute(
+            sa.update(CampaignRun)
+            .where(CampaignRun.id == run.id)
+            .values(status="sending", finished_at=None)
+        )
+    audit.record(
+        session=session, action="campaign.resend_unknown", source=source,
+        workspace_id=workspace_id, user_id=user_id, target_type="campaign",
+        target_id=campaign_id, details={"run_id": run.id, "records": ids},
+    )  # fmt: skip
+    if campaign.status in ACTIVE:
+        _wake_after_commit(session, run.id)
+    return len(ids)
 
 
 def start_send(

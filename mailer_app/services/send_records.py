@@ -69,6 +69,7 @@ from mailer_app.services import (
 )
 
 SUPPRESSED_BEFORE_SENDING = "suppressed before sending"
+RESENT_BY_A_PERSON = "Queued again by a person after an unknown outcome."
 STUCK_IN_SENDING = (
     "The worker sending this message stopped before it knew the answer: it may or may "
     "not have been delivered, so it is not sent again automatically."
@@ -758,6 +759,32 @@ def record_results(
         ]
         moved += session.connection().execute(statement, rows).rowcount
     return moved
+
+
+def requeue_unknown(
+    session: Session, *, workspace_id: int, run_id: int, record_ids: Collection[int] | None = None
+) -> list[int]:
+    """Queue again records of unknown outcome (all of the run's, or those listed).
+
+    The one move backwards a record can make, and only on a person's explicit decision
+    (send_control.resend_unknown): the app never re-sends an `unknown` record by itself.
+    Their attempts stay logged. Returns the ids queued again. The caller commits."""
+    now = utcnow()
+    col = _records.c
+    chosen = [col.id.in_(list(record_ids))] if record_ids is not None else []
+    moved = session.execute(
+        sa.update(_records)
+        .where(
+            col.workspace_id == workspace_id, col.run_id == run_id,
+            col.status == SendStatus.UNKNOWN, *chosen,
+        )
+        .values(
+            status=SendStatus.QUEUED, claimed_by=None, claimed_at=None, submitted_at=None,
+            next_attempt_at=now, last_error=RESENT_BY_A_PERSON, updated_at=now,
+        )
+        .returning(col.id)
+    ).scalars()  # fmt: skip
+    return sorted(moved)
 
 
 # --- reconciling and counting -------------------------------------------------------------------

@@ -166,9 +166,15 @@ def read_page(workspace_id: int, campaign_id: int) -> dict:
     return page
 
 
+CONTROLS = {
+    "pause": send_control.pause_send, "resume": send_control.resume_send,
+    "cancel": send_control.cancel_send, "resend": send_control.resend_unknown,
+}  # fmt: skip
+
+
 def _control(user: auth.CurrentUser, campaign_id: int, what: str) -> None:
     with session_scope() as session:
-        getattr(send_control, f"{what}_send")(
+        CONTROLS[what](
             session=session, workspace_id=user.workspace_id, campaign_id=campaign_id,
             user_id=user.user_id, source=Source.UI,
         )  # fmt: skip
@@ -178,6 +184,7 @@ DONE_WORDS = {
     "pause": "Paused. Messages already handed to a worker finish; nothing more goes out.",
     "resume": "Resumed. Only messages not sent yet will go out.",
     "cancel": "Cancelled. The messages not sent yet will never be sent.",
+    "resend": "The messages of unknown outcome are queued again.",
 }
 
 
@@ -185,6 +192,7 @@ class SendPageState(rx.State):
     """One campaign's send: its numbers, refreshed live, and its controls."""
 
     campaign_id: int = 0
+    resend_open: bool = False
     loaded: bool = False
     missing: str = ""
     name: str = ""
@@ -370,4 +378,14 @@ class SendPageState(rx.State):
     @rx.event
     async def confirm_cancel(self):
         async for update in self._do("cancel"):
+            yield update
+
+    @rx.event
+    def set_resend_open(self, is_open: bool):
+        self.resend_open = bool(is_open) and self.can_control
+
+    @rx.event
+    async def confirm_resend(self):
+        self.resend_open = False
+        async for update in self._do("resend"):
             yield update

@@ -59,7 +59,7 @@ def test_the_table_is_the_one_agreed():
         ("queued", "sending"), ("queued", "paused"), ("queued", "cancelled"),
         ("sending", "paused"), ("sending", "completed"), ("sending", "cancelled"),
         ("paused", "sending"), ("paused", "cancelled"),
-        ("completed", "archived"), ("cancelled", "archived"),
+        ("completed", "archived"), ("completed", "sending"), ("cancelled", "archived"),
     }  # fmt: skip
 
 

@@ -406,3 +406,37 @@ def test_seeds_get_their_own_copies_spread_through_the_send_and_are_checked(
     assert {r.placement for r in results} <= {"inbox", "spam", "promotions"}
     assert len(by_token) == 3
     assert session.get(PlacementRun, prun.id).status == "completed"
+
+
+def test_a_person_may_choose_to_send_the_unknown_ones_again(session, engine, smtp_script):
+    from mailer_app.models import AuditEntry
+    from mailer_app.services import send_control
+
+    made = make_campaign(session, engine, port=smtp_script.port, count=3)
+    smtp_script.set_rule(address(1), drop_after_dot=True, fail_times=1)
+    assert send(engine, made.run_id).stopped == "completed"
+    assert records(session, made.run_id)[address(1)].status == SendStatus.UNKNOWN
+    # The app alone never sends it again: another job finds nothing to do.
+    assert send(engine, made.run_id).sent == 0
+    queued = send_control.resend_unknown(
+        session=session, workspace_id=made.workspace_id, campaign_id=made.campaign_id,
+        user_id=None, source=Source.CLI,
+    )  # fmt: skip
+    session.commit()
+    assert queued == 1
+    assert campaign_of(session, made).status == CampaignStatus.SENDING
+    assert send(engine, made.run_id).stopped == "completed"
+    again = records(session, made.run_id)[address(1)]
+    assert again.status == SendStatus.SENT and again.attempt_count == 2
+    # The person was told it could arrive twice; here it did (the first copy got through).
+    assert smtp_script.received_by_recipient()[address(1)] == 2
+    assert campaign_of(session, made).status == CampaignStatus.COMPLETED
+    entry = session.exec(
+        select(AuditEntry).where(AuditEntry.action == "campaign.resend_unknown")
+    ).one()
+    assert entry.details["records"] == [again.id]
+    # Nothing unknown is left: a second request queues nothing.
+    assert send_control.resend_unknown(
+        session=session, workspace_id=made.workspace_id, campaign_id=made.campaign_id,
+        user_id=None, source=Source.CLI,
+    ) == 0  # fmt: skip
