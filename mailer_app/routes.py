@@ -13,6 +13,15 @@ CAMPAIGNS = "/campaigns"
 CAMPAIGN_WIZARD = "/campaigns/[cid]"
 CAMPAIGN_REVIEW = "/campaigns/[cid]/review"
 CAMPAIGN_SEND = "/campaigns/[cid]/send"
+CAMPAIGN_REPORT = "/campaigns/[cid]/report"
+DASHBOARD = "/dashboard"
+ALERTS = "/alerts"
+JOBS = "/jobs"
+
+
+def campaign_report(campaign_id: int | str) -> str:
+    """The report of one campaign: send and review counts, failures, placement, exports."""
+    return f"{CAMPAIGNS}/{campaign_id}/report"
 
 
 def campaign_wizard(campaign_id: int | str) -> str:
@@ -39,6 +48,19 @@ API_CONTACT_IMPORT_REPORT = "/exports/contact-imports/{import_id:int}/rejected.c
 def contact_import_report(import_id: int) -> str:
     """The CSV of every row an import rejected (signed-in users of its workspace)."""
     return f"/exports/contact-imports/{int(import_id)}/rejected.csv"
+
+
+API_METRICS = "/metrics"
+API_CAMPAIGN_REPORT_CSV = "/exports/campaigns/{campaign_id:int}/report.csv"
+API_CAMPAIGN_REPORT_JSON = "/exports/campaigns/{campaign_id:int}/report.json"
+
+
+def campaign_report_csv(campaign_id: int) -> str:
+    return f"/exports/campaigns/{int(campaign_id)}/report.csv"
+
+
+def campaign_report_json(campaign_id: int) -> str:
+    return f"/exports/campaigns/{int(campaign_id)}/report.json"
 
 
 API_MESSAGE_EML = "/exports/messages/{message_id:int}.eml"
