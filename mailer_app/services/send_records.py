@@ -640,21 +640,55 @@ def attempts(*, session: Session, workspace_id: int, record_id: int) -> list[Sen
 # --- the sender's bulk moves --------------------------------------------------------------------
 
 
+# The sender's hot path runs these once per message: built once here, with bind
+# parameters, and executed on the session's connection (no ORM work per call).
+_c = _records.c
+_STAMP = (
+    sa.update(_records)
+    .where(
+        _c.id == sa.bindparam("rid"),
+        _c.status == SendStatus.SENDING,
+        _c.claimed_by == sa.bindparam("worker"),
+        _c.submitted_at.is_(None),
+    )
+    .values(submitted_at=sa.bindparam("at"), updated_at=sa.bindparam("at"))
+)
+_MINE = (
+    _c.id == sa.bindparam("rid"),
+    _c.status == SendStatus.SENDING,
+    _c.claimed_by == sa.bindparam("worker"),
+)
+_COMMON = {
+    "status": sa.bindparam("new_status"),
+    "attempt_count": _c.attempt_count + 1,
+    "last_error": sa.bindparam("new_error"),
+    "updated_at": sa.bindparam("now"),
+}
+_TO_SENT = (
+    sa.update(_records)
+    .where(*_MINE)
+    .values(**_COMMON, sent_at=sa.bindparam("new_sent_at"), next_attempt_at=None)
+)
+_TO_QUEUED = (
+    sa.update(_records)
+    .where(*_MINE)
+    .values(
+        **_COMMON,
+        next_attempt_at=sa.bindparam("new_next"),
+        claimed_by=None,
+        claimed_at=None,
+        submitted_at=None,
+    )  # fmt: skip
+)
+_TO_ENDED = sa.update(_records).where(*_MINE).values(**_COMMON)  # failed, unknown
+_ADD_ATTEMPTS = sa.insert(SendAttempt.__table__)
+
+
 def mark_submitted(session: Session, *, record_id: int, worker: str, at: datetime) -> bool:
     """Stamp a claimed record as being handed to the server now (the caller commits
     BEFORE sending). False when it is no longer this worker's claim (the reconciler
     took it back): then it must not be sent."""
-    col = _records.c
-    result = session.execute(
-        sa.update(_records)
-        .where(
-            col.id == record_id,
-            col.status == SendStatus.SENDING,
-            col.claimed_by == worker,
-            col.submitted_at.is_(None),
-        )
-        .values(submitted_at=at, updated_at=at)
-    )
+    result = session.connection().execute(_STAMP, {"rid": record_id, "worker": worker, "at": at})
     return result.rowcount == 1
 
 
@@ -690,75 +724,56 @@ def release(
 
 def record_results(
     session: Session, *, workspace_id: int, worker: str, results: Collection[Result]
-) -> int:
+) -> None:
     """Write the outcome of several attempts at once: one attempt row each, and each
     record moved from `sending` (claimed by `worker`) to its new status. A record no
     longer in `sending` for this worker (the reconciler took it) keeps its status; its
-    attempt is still logged. Returns how many records moved. The caller commits."""
+    attempt is still logged. The caller commits."""
     if not results:
-        return 0
+        return
     now = utcnow()
-    attempts = SendAttempt.__table__
-    session.execute(
-        sa.insert(attempts),
-        [
-            {
-                "workspace_id": workspace_id,
-                "created_at": now,
-                "updated_at": now,
-                "source": str(Source.JOB),
-                "send_record_id": r.record_id,
-                "started_at": r.started_at,
-                "duration_ms": max(0, int(r.duration_ms)),
-                "smtp_code": r.smtp_code,
-                "enhanced_status": (r.enhanced_status or None) and r.enhanced_status[:16],
-                "reply": r.reply,
-                "outcome": r.outcome,
-                "worker": worker[:128],
-            }  # fmt: skip
-            for r in results
-            if r.outcome in _OUTCOMES
-        ],
-    )
-    col = _records.c
-    moved = 0
-    for status in {r.status for r in results}:
-        group = [r for r in results if r.status == status]
-        values = {
-            "status": sa.bindparam("new_status"),
-            "attempt_count": col.attempt_count + 1,
-            "last_error": sa.bindparam("new_error"),
+    conn = session.connection()
+    attempts = [
+        {
+            "workspace_id": workspace_id,
+            "created_at": now,
             "updated_at": now,
-        }
-        if status == SendStatus.SENT:
-            values["sent_at"] = sa.bindparam("new_sent_at")
-            values["next_attempt_at"] = None
-        elif status == SendStatus.QUEUED:
-            values.update(
-                next_attempt_at=sa.bindparam("new_next"), claimed_by=None, claimed_at=None,
-                submitted_at=None,
-            )  # fmt: skip
-        statement = (
-            sa.update(_records)
-            .where(
-                col.id == sa.bindparam("rid"),
-                col.status == SendStatus.SENDING,
-                col.claimed_by == worker,
-            )
-            .values(**values)
-        )
+            "source": str(Source.JOB),
+            "created_by_id": None,
+            "send_record_id": r.record_id,
+            "started_at": r.started_at,
+            "duration_ms": max(0, int(r.duration_ms)),
+            "smtp_code": r.smtp_code,
+            "enhanced_status": (r.enhanced_status or None) and r.enhanced_status[:16],
+            "reply": r.reply,
+            "outcome": r.outcome,
+            "worker": worker[:128],
+        }  # fmt: skip
+        for r in results
+        if r.outcome in _OUTCOMES
+    ]
+    if attempts:
+        conn.execute(_ADD_ATTEMPTS, attempts)
+    for statement, wanted in (
+        (_TO_SENT, (SendStatus.SENT,)),
+        (_TO_QUEUED, (SendStatus.QUEUED,)),
+        (_TO_ENDED, (SendStatus.FAILED, SendStatus.UNKNOWN)),
+    ):
         rows = [
             {
                 "rid": r.record_id,
+                "worker": worker,
                 "new_status": str(r.status),
                 "new_error": r.error,
+                "now": now,
                 "new_sent_at": r.sent_at or now,
                 "new_next": r.next_attempt_at or now,
             }  # fmt: skip
-            for r in group
+            for r in results
+            if r.status in wanted
         ]
-        moved += session.connection().execute(statement, rows).rowcount
-    return moved
+        if rows:
+            conn.execute(statement, rows)
 
 
 def requeue_unknown(

@@ -59,6 +59,7 @@ from mailer_app.mail.smtp import SmtpAuthError
 from mailer_app.mail.smtp_transport import Delivery, SmtpConnectFailed, SmtpConnection
 from mailer_app.models import (
     AlertKind,
+    AppendStatus,
     BuiltMessage,
     Campaign,
     CampaignRun,
@@ -92,6 +93,7 @@ STATUS_RECHECK = 1.0  # seconds between reads of the campaign status inside a ba
 IDLE_WAIT = 5.0  # a job with nothing due waits this long at most for a retry due soon
 LOST_RETRY = timedelta(seconds=5)  # a connection lost before the "." is retried this soon
 RATE_MARGIN = 0.1  # rate limits are kept 10% under the configured rate (see _with_margin)
+BACKOFF_RECHECK = 1.0  # seconds between reads of a back-off when no rate limit applies
 HEARTBEAT_EVERY = 5.0  # seconds between heartbeats inside a long batch
 MAX_ROUNDS = 1_000_000  # bounds every loop; far beyond any real send
 
@@ -191,6 +193,7 @@ class _RunSender:
         self.status_read_at = 0.0
         self.appends_due = False
         self.beat_at = time.monotonic()
+        self.backoffs: dict[str, tuple[float, float | None]] = {}
         self.checks_due: list[tuple[list[tuple[int, datetime]], str]] = []
 
     # --- the loop -----------------------------------------------------------------------
@@ -503,7 +506,7 @@ class _RunSender:
                 token = self.messages.seed_token(record.email)
                 if token and record.message_id:
                     pending.seeds_sent.append((token, record.message_id, when))
-            else:
+            elif record.append_status == AppendStatus.PENDING:
                 pending.appends = True
             return
         if d.code is None and d.body_sent:
@@ -641,11 +644,28 @@ class _RunSender:
     def _throttle_wait(self, email: str) -> float:
         if self.throttle is None:
             return 0.0
-        checks = [
-            (throttling.sender_key(self.sender_id), self.sender_limits),
-            (throttling.destination_key(email), self._limits_for(email)),
-        ]
+        sender_key = throttling.sender_key(self.sender_id)
+        destination_key = throttling.destination_key(email)
+        destination_limits = self._limits_for(email)
+        if not self.sender_limits and not destination_limits:
+            # No rate to count: only back-offs matter, and those are read at most once a
+            # second per key (one Redis round trip per message would cost ~1 ms each).
+            return max(self._blocked_for(sender_key), self._blocked_for(destination_key))
+        checks = [(sender_key, self.sender_limits), (destination_key, destination_limits)]
         return self.throttle.acquire_within(checks, max_wait=MAX_INLINE_WAIT)
+
+    def _blocked_for(self, key: str) -> float:
+        """Seconds `key` is still backed off (0 when it is not), read from Redis at
+        most every BACKOFF_RECHECK seconds."""
+        now = time.monotonic()
+        read_at, until = self.backoffs.get(key, (float("-inf"), None))
+        if now - read_at >= BACKOFF_RECHECK:
+            try:
+                until = self.throttle.blocked_until(key)
+            except Exception:  # Redis unreachable: wait a little, as the throttle does
+                until = time.time() + throttling.UNAVAILABLE_WAIT
+            self.backoffs[key] = (now, until)
+        return max(0.0, until - time.time()) if until else 0.0
 
     def _limits_for(self, email: str) -> tuple[throttling.Limit, ...]:
         key = throttling.destination_key(email)  # esp:gmail or domain:example.org
@@ -662,7 +682,9 @@ class _RunSender:
     def _back_off(self, key: str) -> float:
         if self.throttle is None:
             return time.time() + 1.0
-        return self.throttle.back_off(key)
+        until = self.throttle.back_off(key)
+        self.backoffs[key] = (time.monotonic(), until)
+        return until
 
     # --- refused credentials ------------------------------------------------------------
 
