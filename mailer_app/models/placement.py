@@ -60,6 +60,9 @@ class PlacementResult(WorkspaceRow, table=True):
     __table_args__ = (
         sa.UniqueConstraint("run_id", "seed_id"),
         sa.Index("ix_placement_result_ws_decided", "workspace_id", "decided_at"),
+        # The dashboard filters on workspace and send time and groups by ESP and
+        # placement: a covering index (bench/dashboard.py measures it).
+        sa.Index("ix_placement_result_ws_sent", "workspace_id", "sent_at", "esp", "placement"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
