@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SEND_DESTINATION_LIMITS", "send_destination_limits"),
     )
 
+    # Who may read /metrics: with a token, callers sending `Authorization: Bearer
+    # <token>`; without one, only clients on this machine (loopback). Behind a reverse
+    # proxy every client looks local: set a token there.
+    metrics_token: str = Field(
+        default="", repr=False, validation_alias=AliasChoices("METRICS_TOKEN", "metrics_token")
+    )
+
     @property
     def is_dev(self) -> bool:
         return self.environment == Environment.DEV

@@ -63,7 +63,11 @@ from mailer_app.models import (
 )
 from mailer_app.services import InvalidInput, NotFoundError, audit
 from mailer_app.services import secrets as secret_store
-from mailer_app.services.alerts import evaluate_placement_alerts, raise_alert
+from mailer_app.services.alerts import (
+    evaluate_early_alerts,
+    evaluate_placement_alerts,
+    raise_alert,
+)
 from mailer_app.services.esp import canonical_esp
 from mailer_app.services.seeds import endpoint_for_seed
 from mailer_app.settings import get_settings
@@ -598,7 +602,8 @@ def check_run(
             list(executor.map(check_one, targets))
 
     with session_scope() as session:
-        _complete_if_done(session, run_id)
+        if not _complete_if_done(session, run_id):
+            evaluate_early_alerts(session=session, run_id=run_id, check_index=check_index)
     return CheckOutcome(run_id, check_index, looked, decided, skipped)
 
 
