@@ -27,6 +27,8 @@ def send_header() -> rx.Component:
             rx.text(P.status_reason, size="2", color_scheme="gray", id="send-status-reason"),
             rx.spacer(),
             rx.link("Review messages", href=P.review_href, size="2", id="review-link"),
+            rx.link("Report", href=f"{routes.CAMPAIGNS}/{P.campaign_id}/report", size="2",
+                    id="report-link"),
             rx.link("All campaigns", href=routes.CAMPAIGNS, size="2", id="back-to-list"),
             align="center",
             width="100%",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from mailer_app import routes
+from mailer_app.state.alerts import BADGE_REFRESH_MS, AlertBadgeState
 from mailer_app.state.auth import AuthState
 
 # Only pages that work are listed here; a page joins when its issue lands.
@@ -16,13 +17,30 @@ NAVIGATION = [
     ("Sender accounts", routes.SENDERS, "at-sign"),
     ("Seed mailboxes", routes.SEEDS, "mailbox"),
     ("Pre-flight test", routes.PREFLIGHT, "send"),
+    ("Alerts", routes.ALERTS, "bell"),
+    ("Dashboard", routes.DASHBOARD, "chart-column"),
+    ("Jobs", routes.JOBS, "list-checks"),
     ("System status", routes.STATUS, "activity"),
 ]
 
 
+def _alerts_badge() -> rx.Component:
+    """The count of new alerts, read on load and every BADGE_REFRESH_MS (hidden timer)."""
+    return rx.fragment(
+        rx.cond(
+            AlertBadgeState.new_count > 0,
+            rx.badge(
+                AlertBadgeState.new_count, color_scheme="red", radius="full", id="alerts-badge"
+            ),
+        ),
+        rx.moment(interval=BADGE_REFRESH_MS, on_change=AlertBadgeState.tick, display="none"),
+    )
+
+
 def _nav_link(label: str, href: str, icon: str) -> rx.Component:
+    extra = _alerts_badge() if href == routes.ALERTS else rx.fragment()
     return rx.link(
-        rx.hstack(rx.icon(icon, size=16), rx.text(label, size="3"), align="center"),
+        rx.hstack(rx.icon(icon, size=16), rx.text(label, size="3"), extra, align="center"),
         href=href,
         underline="none",
         color_scheme="gray",
@@ -35,7 +53,7 @@ def sidebar() -> rx.Component:
     return rx.vstack(
         rx.hstack(rx.icon("mail-check", size=22), rx.heading("mailer", size="5"), align="center"),
         rx.text(AuthState.workspace_name, size="2", color_scheme="gray"),
-        rx.divider(),
+        rx.divider(on_mount=AlertBadgeState.refresh),
         *[_nav_link(*item) for item in NAVIGATION],
         rx.spacer(),
         rx.divider(),

@@ -510,12 +510,5 @@ def unique_column_names(values: list[str]) -> list[str]:
 
 # --- exports ----------------------------------------------------------------------------
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value: object) -> str:
-    """A cell value that a spreadsheet will show as text, never run as a formula."""
-    text = "" if value is None else str(value)
-    if text.startswith(_FORMULA_START):
-        return "'" + text
-    return text
+# Moved to services/csv_safety.py (shared by every CSV export); kept importable here.
+from mailer_app.services.csv_safety import spreadsheet_safe  # noqa: E402, F401

@@ -42,12 +42,7 @@ from sqlmodel import select
 from mailer_app.db import get_engine, session_scope
 from mailer_app.models import Contact, ContactImport, ContactList, Source, utcnow
 from mailer_app.services import InvalidInput, ServiceError, audit
-from mailer_app.services.contact_csv import (
-    ContactCsv,
-    RowError,
-    open_contact_csv,
-    spreadsheet_safe,
-)
+from mailer_app.services.contact_csv import ContactCsv, RowError, open_contact_csv
 from mailer_app.services.contacts import (
     FAST_EMAIL,
     FAST_EMAIL_MAX,
@@ -62,6 +57,7 @@ from mailer_app.services.contacts import (
     full_email_check,
     upload_path,
 )
+from mailer_app.services.csv_safety import spreadsheet_safe
 from mailer_app.settings import get_settings
 
 log = logging.getLogger(__name__)
