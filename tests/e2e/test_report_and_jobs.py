@@ -46,7 +46,8 @@ def job_status(redis_url: str, job_id: str) -> str:
     import redis
     from rq.job import Job
 
-    return str(Job.fetch(job_id, connection=redis.Redis.from_url(redis_url)).get_status())
+    status = Job.fetch(job_id, connection=redis.Redis.from_url(redis_url)).get_status()
+    return getattr(status, "value", status)  # a JobStatus enum member
 
 
 def test_report_page_and_job_monitor(app_harness, e2e_database_url, redis_server, page):

@@ -309,7 +309,7 @@ def test_review_build_decide_download_and_send(
     expect(page.locator("#count-sent .count")).to_have_text("3", timeout=ACTION_MS)
     assert campaign_status(e2e_database_url, campaign_id) == "completed"
     assert approver_of(e2e_database_url, campaign_id) == "Workspace Owner"
-    real = [m for m in smtp_server.messages if b"X-Mailer-App-Test" not in m]
+    real = [m for m in smtp_server.recorder.messages if b"X-Mailer-App-Test" not in m]
     sent_to = [
         email.message_from_bytes(m, policy=email.policy.default)["To"].addresses[0].addr_spec
         for m in real
