@@ -397,8 +397,10 @@ def _preview_actions() -> rx.Component:
         ),
         rx.button(rx.icon("download", size=14), "Download .eml", size="2", variant="soft",
                   on_click=MessageState.download_eml(mid), id="preview-eml"),
+        # Only while in review: after approval an edit would need a rebuild that takes
+        # the campaign back to review, and after sending it would change nothing sent.
         rx.cond(ReviewGateState.can_review & (MessageState.contact_id != 0)
-                & ~MessageState.editing_recipient,
+                & (ReviewGateState.status == "in_review") & ~MessageState.editing_recipient,
                 rx.button(rx.icon("user-pen", size=14), "Edit recipient", size="2",
                           variant="soft", on_click=MessageState.edit_recipient,
                           id="edit-recipient")),

@@ -324,6 +324,10 @@ def test_review_build_decide_download_and_send(
     expect(page).to_have_url(re.compile(rf"/campaigns/{campaign_id}/review$"))
     expect(page.locator("#campaign-sent")).to_contain_text("progress page", timeout=ACTION_MS)
     expect(page.locator("#send-campaign")).to_be_disabled()
+    # A sent message can still be previewed, but its recipient is no longer editable here.
+    page.click(f"#open-message-{ids['ann@example.com']}", timeout=ACTION_MS)
+    expect(page.locator("#preview-eml")).to_be_visible(timeout=ACTION_MS)
+    expect(page.locator("#edit-recipient")).to_have_count(0)
     page.click("#edit-campaign")
     expect(page).to_have_url(re.compile(rf"/campaigns/{campaign_id}$"), timeout=FIRST_LOAD_MS)
     page.click("#review-messages-link", timeout=FIRST_LOAD_MS)
