@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.INFO
     setup_process_logging("worker", level)
     queues = args.queues or list(ALL_QUEUES)
+    preload_job_modules()
     for _ in range(MAX_RESTARTS):
         worker = build_worker(queues, name=args.name, simple=args.simple)
         log.info("worker %s starting on %s", worker.name, ", ".join(queues))
@@ -115,6 +116,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_for_redis()
     log.info("worker stopped")
     return 0
+
+
+def preload_job_modules() -> None:
+    """Import the job modules (and the app they use) once, before any job forks: a
+    forking worker's job then starts without importing the app again (~1.5 s per job).
+    Importing opens no connection (clients are made on first use)."""
+    import jobs.alerts
+    import jobs.append
+    import jobs.bounces
+    import jobs.build
+    import jobs.contacts
+    import jobs.health
+    import jobs.maintenance
+    import jobs.placement
+    import jobs.send
+    import jobs.system  # noqa: F401
 
 
 MAX_RESTARTS = 100_000  # a worker restarts after each Redis outage; bounded all the same
