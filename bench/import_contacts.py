@@ -19,11 +19,16 @@ ru_maxrss): everything this process held at any time, Python itself included.
 Prints:
     INFO import_contacts_peak_memory=<MB>MB target=<300MB
     INFO sqlite_insert_floor=<rows/s>rows/s ratio=<r>
+    INFO sqlite_staged_floor=<rows/s>rows/s ratio=<r>
     RESULT import_contacts=<rows/s>rows/s reference=<rows/s>rows/s ratio=<r> target=0.25
 
-The floor line (skip it with --no-floor) measures the database writes alone: the
-same kind of rows, built beforehand, inserted by the sqlite3 driver with the
-import's statement and batch size. It bounds what any import can reach here.
+The floor lines (skip them with --no-floor) measure the database writes alone, on
+the same kind of rows built beforehand, into a fresh database with the same schema:
+- sqlite_insert_floor: row by row in file order, by the sqlite3 driver in batches
+  of BATCH_ROWS (what imports did before the staged writes; PostgreSQL's path);
+- sqlite_staged_floor: the import's staged writes (`_StagedWriter`: rows staged in
+  scratch files, moved into the list by its writer thread with one sorted upsert
+  per STAGED_BATCH_ROWS rows). It bounds what the import can reach here.
 
     .venv/bin/python bench/import_contacts.py [--rows 1000000] [--dir /tmp]
 """
@@ -134,6 +139,63 @@ def sqlite_floor(workdir: Path, rows: int, batch: int) -> float:
     return rows / spent
 
 
+def sqlite_staged_floor(workdir: Path, rows: int) -> float:
+    """Rows/s of the import's staged writes alone (`_StagedWriter`, as the import uses
+    it) on rows built beforehand, into a fresh database with the same schema."""
+    from types import SimpleNamespace
+
+    from mailer_app.db import make_engine, session_scope, upgrade_to_head
+    from mailer_app.models import Source
+    from mailer_app.services import contacts, workspaces
+    from mailer_app.services.contact_import import (
+        CHECK_ROWS,
+        STAGED_BATCH_ROWS,
+        ImportOutcome,
+        _Claim,
+        _StagedWriter,
+    )
+
+    url = f"sqlite:///{workdir / 'staged-floor.db'}"
+    upgrade_to_head(url)
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        ws = workspaces.create_workspace(session=session, name="Floor", source=Source.CLI).id
+        list_id = contacts.create_contact_list(
+            session=session, workspace_id=ws, user_id=None, name="Floor"
+        ).id
+    fields = (
+        '{"customer_id":"C00000001","city":"Berlin","country":"DE","plan":"pro",'
+        '"signup_date":"2024-01-01","score":"42"}'
+    )
+    chunks = [
+        [(f"ann{i % 5000}.lee{i // 5000}.{i}@example{i % 997}.com", f"Ann{i % 5000}",
+          f"Lee{i // 5000}", fields) for i in range(start, min(rows, start + CHECK_ROWS))]
+        for start in range(0, rows, CHECK_ROWS)
+    ]  # fmt: skip
+    claim = _Claim(import_id=0, workspace_id=ws, list_id=list_id, user_id=None,
+                   stored_name="floor.csv", column_mapping={})  # fmt: skip
+    run = SimpleNamespace(
+        engine=engine, claim=claim, folder=workdir, outcome=ImportOutcome(0, "running")
+    )
+    try:
+        began = time.perf_counter()
+        with _StagedWriter(run) as writer:  # type: ignore[arg-type]
+            staged = 0
+            for chunk in chunks:
+                writer.stage(chunk, len(chunk))
+                staged += len(chunk)
+                if staged >= STAGED_BATCH_ROWS:
+                    writer.hand_over({})
+                    staged = 0
+            writer.hand_over({})
+        spent = time.perf_counter() - began
+    finally:
+        engine.dispose()
+    if run.outcome.rows_imported != rows:
+        raise RuntimeError(f"staged floor wrote {run.outcome.rows_imported:,} rows of {rows:,}")
+    return rows / spent
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -223,7 +285,12 @@ def main() -> int:
             floor = sqlite_floor(workdir, args.rows, BATCH_ROWS)
             print(
                 f"INFO sqlite_insert_floor={floor:.0f}rows/s ratio={floor / bare:.3f} "
-                "(the database writes alone, rows built beforehand)"
+                "(row-by-row writes alone, rows built beforehand)"
+            )
+            staged = sqlite_staged_floor(workdir, args.rows)
+            print(
+                f"INFO sqlite_staged_floor={staged:.0f}rows/s ratio={staged / bare:.3f} "
+                "(the import's staged writes alone, rows built beforehand)"
             )
         print(
             f"RESULT import_contacts={ours:.0f}rows/s reference={bare:.0f}rows/s "
