@@ -157,23 +157,35 @@ def controls() -> rx.Component:
     )  # fmt: skip
 
 
-def cancel_dialog() -> rx.Component:
+def _confirm_dialog(
+    *, title: str, description: list, keep: tuple[str, str], confirm: tuple[str, str],
+    color: str, on_confirm, is_open, on_open_change,
+) -> rx.Component:
+    """A confirmation: `keep` and `confirm` are (label, id) of its two buttons."""
     return rx.alert_dialog.root(
         rx.alert_dialog.content(
-            rx.alert_dialog.title("Cancel this send?"),
-            rx.alert_dialog.description(
-                "The ", P.remaining, " messages not sent yet will never be sent, and the send "
-                "cannot be started again. Messages already sent cannot be called back.",
-            ),
+            rx.alert_dialog.title(title),
+            rx.alert_dialog.description(*description),
             rx.hstack(
-                rx.alert_dialog.cancel(rx.button("Keep sending", variant="soft",
-                                                 color_scheme="gray", id="keep-sending")),
-                rx.button("Cancel the send", color_scheme="red", on_click=P.confirm_cancel,
-                          loading=P.busy, id="confirm-cancel-send"),
+                rx.alert_dialog.cancel(rx.button(keep[0], variant="soft", color_scheme="gray",
+                                                 id=keep[1])),
+                rx.button(confirm[0], color_scheme=color, on_click=on_confirm, loading=P.busy,
+                          id=confirm[1]),
                 justify="end", spacing="3", margin_top="16px",
             ),
         ),
-        open=P.cancel_open,
+        open=is_open,
+        on_open_change=on_open_change,
+    )  # fmt: skip
+
+
+def cancel_dialog() -> rx.Component:
+    return _confirm_dialog(
+        title="Cancel this send?",
+        description=["The ", P.remaining, " messages not sent yet will never be sent, and the "
+                     "send cannot be started again. Messages already sent cannot be called back."],
+        keep=("Keep sending", "keep-sending"), confirm=("Cancel the send", "confirm-cancel-send"),
+        color="red", on_confirm=P.confirm_cancel, is_open=P.cancel_open,
         on_open_change=P.set_cancel_open,
     )  # fmt: skip
 
@@ -226,23 +238,14 @@ def _unknown_row(item: rx.Var) -> rx.Component:
 
 
 def resend_dialog() -> rx.Component:
-    return rx.alert_dialog.root(
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Send these messages again?"),
-            rx.alert_dialog.description(
-                "Some of the ", P.unknown, " recipients may already have received their "
-                "message: they would get it twice. Send again only if that is better than "
-                "some of them getting nothing.",
-            ),
-            rx.hstack(
-                rx.alert_dialog.cancel(rx.button("Leave them", variant="soft",
-                                                 color_scheme="gray", id="keep-unknown")),
-                rx.button("Send them again", color_scheme="orange", on_click=P.confirm_resend,
-                          loading=P.busy, id="confirm-resend-unknown"),
-                justify="end", spacing="3", margin_top="16px",
-            ),
-        ),
-        open=P.resend_open,
+    return _confirm_dialog(
+        title="Send these messages again?",
+        description=["Some of the ", P.unknown, " recipients may already have received their "
+                     "message: they would get it twice. Send again only if that is better than "
+                     "some of them getting nothing."],
+        keep=("Leave them", "keep-unknown"),
+        confirm=("Send them again", "confirm-resend-unknown"),
+        color="orange", on_confirm=P.confirm_resend, is_open=P.resend_open,
         on_open_change=P.set_resend_open,
     )  # fmt: skip
 
