@@ -11,6 +11,9 @@ file; a database created and dropped on TEST_POSTGRES_URL's server):
   pressure). Bulk loaded with SQL (`INSERT ... SELECT` over a number series), the
   send record indexes built after the load; then ANALYZE.
 
+Then the maintenance tick's work is done once (`placement_rollup.fold_all`: the
+triggers marked every loaded hour as changed), as a running app does every 10 s.
+
 Measured, interleaved, --repeat times each after one warm-up (medians):
 - summary: `dashboard.period_summary` (this period and the one before) over the
   last 30 days, all campaigns: the headline cards;
@@ -18,11 +21,11 @@ Measured, interleaved, --repeat times each after one warm-up (medians):
 - series: `dashboard.inbox_rate_series` per day over the last 30 days;
 - latest_change: `dashboard.latest_change` (the marker the page polls every second);
 - reference: a bare `SELECT count(*) FROM placement_result` in the same database.
+Then again after deciding every result of the last 24 hours without folding (what
+live checks do between two ticks): those hours are counted from the results.
 
-Each query's ratio is bare ÷ query (target 0.2: within 5x of the bare count) and
-its median must be under 100 ms. Then the same queries again after creating
-`ix_placement_result_ws_sent (workspace_id, sent_at, esp, placement)` in the
-bench's own database (the schema has no such index: INFO lines only).
+Each query's ratio is bare / query (target 0.2: within 5x of the bare count) and
+its median must be under 100 ms.
 
 Prints INFO lines per query and database, then one line for the worst query on the
 schema as migrated:
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -54,7 +58,6 @@ ESPS = ("gmail", "outlook", "yahoo", "icloud", "aol", "gmx", "zoho", "other")
 DAYS = 90
 END = datetime(2026, 11, 1, tzinfo=UTC)
 START = END - timedelta(days=DAYS)
-INDEX = "ix_placement_result_ws_sent"
 SEND_RUNS = 10
 
 
@@ -256,6 +259,52 @@ def report(label: str, bare: float, medians: dict[str, float]) -> list[tuple[flo
     return rows
 
 
+def fold(engine) -> None:
+    """What the maintenance tick does every 10 s: fold the changed hours into the rollup."""
+    from sqlmodel import Session
+
+    from mailer_app.services import placement_rollup
+
+    def session_factory():
+        return _committing(Session(engine))
+
+    t = time.perf_counter()
+    marks = placement_rollup.fold_all(session_factory=session_factory, max_rounds=10_000)
+    print(f"INFO folded {marks:,} change marks in {time.perf_counter() - t:.1f}s", flush=True)
+
+
+class _committing:
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def __enter__(self):
+        return self.session
+
+    def __exit__(self, kind, *_):
+        if kind is None:
+            self.session.commit()
+        self.session.close()
+
+
+def touch_newest_hours(engine, workspace_id: int, hours: int) -> int:
+    """Decide the pending results of the newest `hours` hours (what live checks do):
+    their hours become dirty and are counted from the results until the next fold."""
+    import sqlalchemy as sa
+
+    from mailer_app.models import PlacementResult
+
+    with engine.begin() as conn:
+        changed = conn.execute(
+            sa.update(PlacementResult)
+            .where(
+                PlacementResult.workspace_id == workspace_id,
+                PlacementResult.sent_at >= END - timedelta(hours=hours),
+            )
+            .values(placement="inbox")
+        ).rowcount
+    return changed
+
+
 def run_one(url: str, label: str, args) -> list[tuple[float, float, float, str]]:
     from mailer_app.db import make_engine, upgrade_to_head
 
@@ -265,18 +314,36 @@ def run_one(url: str, label: str, args) -> list[tuple[float, float, float, str]]
         t = time.perf_counter()
         ws = load(engine, args.results, args.sends)
         print(f"INFO {label} loaded in {time.perf_counter() - t:.0f}s", flush=True)
+        fold(engine)
         bare, medians = measure(engine, ws, args.repeat)
         worst = [(r, ms, bare, n) for r, ms, n in report(label, bare, medians)]
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                f"CREATE INDEX {INDEX} ON placement_result (workspace_id, sent_at, esp, placement)"
-            )
-            conn.exec_driver_sql("ANALYZE placement_result" if label == "sqlite" else "ANALYZE")
+        changed = touch_newest_hours(engine, ws, hours=24)
+        print(f"INFO {label} {changed:,} results of the last 24 hours changed, not folded")
         bare, medians = measure(engine, ws, args.repeat)
-        report(f"{label}+{INDEX}", bare, medians)
+        worst += [(r, ms, bare, n) for r, ms, n in report(f"{label}+24_dirty_hours", bare, medians)]
         return worst
     finally:
         engine.dispose()
+
+
+def run_all(args, workdir: Path) -> list[tuple[float, float, float, str]]:
+    rows = []
+    if args.only in (None, "sqlite"):
+        rows += run_one(f"sqlite:///{workdir / 'bench.db'}", "sqlite", args)
+    if args.only in (None, "postgres"):
+        import psycopg
+
+        admin = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+        name = f"bench_dashboard_{secrets.token_hex(4)}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+            rows += run_one(f"{url}/{name}", "postgres", args)
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return rows
 
 
 def main() -> int:
@@ -303,21 +370,10 @@ def main() -> int:
         flush=True,
     )
     rows = []
-    if args.only in (None, "sqlite"):
-        rows += run_one(f"sqlite:///{workdir / 'bench.db'}", "sqlite", args)
-    if args.only in (None, "postgres"):
-        import psycopg
-
-        admin = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-        name = f"bench_dashboard_{secrets.token_hex(4)}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-            rows += run_one(f"{url}/{name}", "postgres", args)
-        finally:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        rows += run_all(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     ratio, ms, bare, name = min(rows, key=lambda r: (r[0], -r[1]))
     slowest = max(rows, key=lambda r: r[1])
     print(

@@ -28,6 +28,8 @@ from mailer_app.models.placement import (
     Placement,
     PlacementCheck,
     PlacementResult,
+    PlacementRollup,
+    PlacementRollupDirty,
     PlacementRun,
     PlacementRunKind,
 )
@@ -78,6 +80,8 @@ __all__ = [
     "Placement",
     "PlacementCheck",
     "PlacementResult",
+    "PlacementRollup",
+    "PlacementRollupDirty",
     "PlacementRun",
     "PlacementRunKind",
     "ReviewStatus",

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import JSON, Column, Field
+from sqlmodel import JSON, Column, Field, SQLModel
 
 from mailer_app.models.base import WorkspaceRow
 
@@ -96,3 +96,45 @@ class PlacementCheck(WorkspaceRow, table=True):
     folder: str | None = Field(default=None, max_length=255)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     duration_ms: int = 0
+
+
+class PlacementRollup(SQLModel, table=True):
+    """How many results of one workspace, sent in one UTC hour, for one campaign (None:
+    pre-flight runs), ESP and placement: the dashboard's counts without scanning every
+    result. Rebuilt hour by hour from `placement_result` (services/placement_rollup.py);
+    an hour with a row in `placement_rollup_dirty` is stale and read from the results.
+    """
+
+    __tablename__ = "placement_rollup"
+    __table_args__ = (
+        # Covering: a period's counts are read from the index alone.
+        sa.Index(
+            "ix_placement_rollup_ws_hour",
+            "workspace_id",
+            "hour",
+            "campaign_id",
+            "esp",
+            "placement",
+            "count",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspace.id")
+    hour: datetime
+    campaign_id: int | None = None
+    esp: str = Field(max_length=16)
+    placement: str = Field(max_length=16)
+    count: int
+
+
+class PlacementRollupDirty(SQLModel, table=True):
+    """An hour whose rollup no longer matches the results. Written by database triggers
+    on `placement_result` (migration 0008), so no writer of results can forget it."""
+
+    __tablename__ = "placement_rollup_dirty"
+    __table_args__ = (sa.Index("ix_placement_rollup_dirty_ws_hour", "workspace_id", "hour"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: int
+    hour: datetime

@@ -23,14 +23,14 @@ from mailer_app.models import (
     PlacementRun,
     SeedAccount,
 )
-from mailer_app.services import NotFoundError
+from mailer_app.services import NotFoundError, placement_rollup
 from mailer_app.services.placement_results import (
     PLACED,
     PlacementCounts,
     summarize_placement,
 )
 
-HOUR, DAY = "hour", "day"
+HOUR, DAY = placement_rollup.HOURLY, placement_rollup.DAILY
 # Ranges up to this long are drawn per hour, longer ones per day.
 HOURLY_UP_TO = timedelta(days=2)
 DRILLDOWN_RUNS = 20
@@ -129,15 +129,6 @@ def bucket_for(period: Period) -> str:
     return HOUR if period.end - period.start <= HOURLY_UP_TO else DAY
 
 
-def _bucket_expr(session: Session, bucket: str):
-    column = PlacementResult.sent_at
-    if session.get_bind().dialect.name == "postgresql":
-        fmt = "YYYY-MM-DD HH24" if bucket == HOUR else "YYYY-MM-DD"
-        return sa.func.to_char(sa.func.timezone("UTC", column), fmt)
-    # SQLite keeps UTC times as "YYYY-MM-DD HH:MM:SS.ffffff".
-    return sa.func.substr(column, 1, 13 if bucket == HOUR else 10)
-
-
 def _bucket_start(text: str, bucket: str) -> datetime:
     fmt = "%Y-%m-%d %H" if bucket == HOUR else "%Y-%m-%d"
     return datetime.strptime(text, fmt).replace(tzinfo=UTC)
@@ -158,22 +149,15 @@ def inbox_rate_series(
 ) -> Series:
     """Placement counts per ESP per hour (short periods) or day, in UTC."""
     bucket = bucket or bucket_for(period)
-    slot = _bucket_expr(session, bucket).label("slot")
-    query = (
-        select(slot, PlacementResult.esp, PlacementResult.placement, sa.func.count())
-        .where(
-            PlacementResult.workspace_id == workspace_id,
-            PlacementResult.sent_at >= period.start,
-            PlacementResult.sent_at < period.end,
-        )
-        .group_by(slot, PlacementResult.esp, PlacementResult.placement)
-    )
-    if campaign_id is not None:
-        query = query.join(PlacementRun, PlacementRun.id == PlacementResult.run_id).where(
-            PlacementRun.campaign_id == campaign_id, PlacementRun.workspace_id == workspace_id
-        )
     counts: dict[str, dict[datetime, PlacementCounts]] = {}
-    for text, esp, placement, count in session.exec(query):
+    for text, esp, placement, count in placement_rollup.count_placements(
+        session=session,
+        workspace_id=workspace_id,
+        campaign_id=campaign_id,
+        sent_from=period.start,
+        sent_to=period.end,
+        bucket=bucket,
+    ):
         start = _bucket_start(text, bucket)
         counts.setdefault(esp, {}).setdefault(start, PlacementCounts()).add(placement, count)
     step = timedelta(hours=1) if bucket == HOUR else timedelta(days=1)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from mailer_app.models import Placement, PlacementResult, PlacementRun
+from mailer_app.services import placement_rollup
 
 PLACED = (Placement.INBOX, Placement.SPAM, Placement.PROMOTIONS, Placement.MISSING)
 
@@ -84,7 +85,21 @@ def summarize_placement(
     """Counts and rates for the results matching the filters, in one workspace.
 
     `sent_from`/`sent_to` bound the seed copies' send time (half-open: from <= t < to).
+    A period of the whole workspace or of a campaign is counted from the hourly rollup
+    (services/placement_rollup.py) rather than from every result.
     """
+    if run_id is None and sent_from is not None and sent_to is not None:
+        summary = PlacementSummary()
+        for _, esp, placement, count in placement_rollup.count_placements(
+            session=session,
+            workspace_id=workspace_id,
+            campaign_id=campaign_id,
+            sent_from=sent_from,
+            sent_to=sent_to,
+        ):
+            summary.overall.add(placement, count)
+            summary.by_esp.setdefault(esp, PlacementCounts()).add(placement, count)
+        return summary
     query = (
         select(PlacementResult.esp, PlacementResult.placement, sa.func.count())
         .where(PlacementResult.workspace_id == workspace_id)

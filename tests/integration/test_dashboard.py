@@ -22,17 +22,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from mailer_app.models import (
     Campaign,
     PlacementCheck,
     PlacementResult,
+    PlacementRollupDirty,
     PlacementRun,
     SeedAccount,
     Workspace,
 )
-from mailer_app.services import NotFoundError
+from mailer_app.services import NotFoundError, placement_rollup
 from mailer_app.services import dashboard as dash
 
 WEEK = dash.Period(datetime(2026, 11, 8, tzinfo=UTC), datetime(2026, 11, 15, tzinfo=UTC))
@@ -54,7 +56,14 @@ RUN1_CHECKS = {
 }
 
 
-def _dataset(session):
+@pytest.fixture(params=["results", "rollup"])
+def counted_from(request) -> str:
+    """Every query is checked twice: with each hour still dirty (counted from the
+    results), and after the rollup was folded (counted from the rollup)."""
+    return request.param
+
+
+def _dataset(session, counted_from: str = "results"):
     ws_a = Workspace(name="A", slug="a")
     ws_b = Workspace(name="B", slug="b")
     session.add_all([ws_a, ws_b])
@@ -139,11 +148,15 @@ def _dataset(session):
         )
     )  # fmt: skip
     session.commit()
+    if counted_from == "rollup":
+        placement_rollup.fold(session=session)
+        session.commit()
+        assert session.exec(select(sa.func.count()).select_from(PlacementRollupDirty)).one() == 0
     return ws_a, ws_b, autumn, winter, runs
 
 
-def test_summary_rates_and_change_against_the_previous_week(session):
-    ws_a, *_ = _dataset(session)
+def test_summary_rates_and_change_against_the_previous_week(session, counted_from):
+    ws_a, *_ = _dataset(session, counted_from)
     s = dash.period_summary(session=session, workspace_id=ws_a.id, period=WEEK)
     # This week: inbox 4, spam 2, promotions 1, missing 1 = 8 checked; 2 pending and
     # 1 error are not in the denominator; run 3 (at the period's end) is out.
@@ -163,8 +176,8 @@ def test_summary_rates_and_change_against_the_previous_week(session):
     assert s.checked_change == 4
 
 
-def test_esp_breakdown_counts_pending_beside_the_rates(session):
-    ws_a, *_ = _dataset(session)
+def test_esp_breakdown_counts_pending_beside_the_rates(session, counted_from):
+    ws_a, *_ = _dataset(session, counted_from)
     by_esp = dash.esp_breakdown(session=session, workspace_id=ws_a.id, period=WEEK)
     assert sorted(by_esp) == ["gmail", "outlook", "yahoo"]
     gmail, outlook, yahoo = by_esp["gmail"], by_esp["outlook"], by_esp["yahoo"]
@@ -179,8 +192,8 @@ def test_esp_breakdown_counts_pending_beside_the_rates(session):
     assert yahoo.rate("inbox") == 1.0
 
 
-def test_campaign_filter(session):
-    ws_a, _ws_b, autumn, winter, _runs = _dataset(session)
+def test_campaign_filter(session, counted_from):
+    ws_a, _ws_b, autumn, winter, _runs = _dataset(session, counted_from)
     s = dash.period_summary(
         session=session, workspace_id=ws_a.id, period=WEEK, campaign_id=autumn.id
     )
@@ -196,8 +209,8 @@ def test_campaign_filter(session):
     assert w.by_esp["outlook"].rate("inbox") is None  # nothing checked there yet
 
 
-def test_workspace_scoping(session):
-    ws_a, ws_b, autumn, _winter, _runs = _dataset(session)
+def test_workspace_scoping(session, counted_from):
+    ws_a, ws_b, autumn, _winter, _runs = _dataset(session, counted_from)
     b = dash.period_summary(session=session, workspace_id=ws_b.id, period=WEEK)
     assert (b.current.total_checked, b.current.inbox) == (1, 1)
     # Another workspace's campaign id filters to nothing.
@@ -219,8 +232,8 @@ def test_workspace_scoping(session):
     )
 
 
-def test_daily_inbox_rate_series(session):
-    ws_a, *_ = _dataset(session)
+def test_daily_inbox_rate_series(session, counted_from):
+    ws_a, *_ = _dataset(session, counted_from)
     series = dash.inbox_rate_series(session=session, workspace_id=ws_a.id, period=WEEK)
     assert series.bucket == "day"
     assert series.buckets == [WEEK.start + timedelta(days=d) for d in range(7)]
@@ -231,8 +244,8 @@ def test_daily_inbox_rate_series(session):
     assert series.counts["outlook"][datetime(2026, 11, 11, tzinfo=UTC)].pending == 1
 
 
-def test_hourly_series_for_short_ranges(session):
-    ws_a, *_ = _dataset(session)
+def test_hourly_series_for_short_ranges(session, counted_from):
+    ws_a, *_ = _dataset(session, counted_from)
     day = dash.Period(datetime(2026, 11, 9, tzinfo=UTC), datetime(2026, 11, 10, tzinfo=UTC))
     series = dash.inbox_rate_series(session=session, workspace_id=ws_a.id, period=day)
     assert series.bucket == "hour" and len(series.buckets) == 24
@@ -241,8 +254,8 @@ def test_hourly_series_for_short_ranges(session):
     assert [r for i, r in enumerate(rates) if i != 10] == [None] * 23
 
 
-def test_campaign_drilldown_and_evolution_over_checks(session):
-    ws_a, _ws_b, autumn, _winter, runs = _dataset(session)
+def test_campaign_drilldown_and_evolution_over_checks(session, counted_from):
+    ws_a, _ws_b, autumn, _winter, runs = _dataset(session, counted_from)
     d = dash.campaign_drilldown(session=session, workspace_id=ws_a.id, campaign_id=autumn.id)
     assert [r[0] for r in d.runs] == [runs[1].id, runs[0].id]
     assert d.run_id == runs[1].id  # the newest run by default
@@ -274,8 +287,8 @@ def test_campaign_drilldown_and_evolution_over_checks(session):
     assert other.run_id == runs[1].id
 
 
-def test_latest_change_moves_on_new_and_decided_results(session):
-    ws_a, ws_b, _autumn, winter, runs = _dataset(session)
+def test_latest_change_moves_on_new_and_decided_results(session, counted_from):
+    ws_a, ws_b, _autumn, winter, runs = _dataset(session, counted_from)
     first = dash.latest_change(session=session, workspace_id=ws_a.id)
     assert first == dash.latest_change(session=session, workspace_id=ws_a.id)
     b_before = dash.latest_change(session=session, workspace_id=ws_b.id)
@@ -316,11 +329,11 @@ def test_previous_period_is_the_same_length_just_before():
     assert dash.bucket_for(day) == "hour" and dash.bucket_for(WEEK) == "day"
 
 
-def test_page_snapshot_shows_the_service_numbers(session):
+def test_page_snapshot_shows_the_service_numbers(session, counted_from):
     """The page's view of the week: cards, figures and the drill-down rows."""
     from mailer_app.state.dashboard import snapshot
 
-    ws_a, _ws_b, autumn, _winter, runs = _dataset(session)
+    ws_a, _ws_b, autumn, _winter, runs = _dataset(session, counted_from)
     data = snapshot(ws_a.id, "2026-11-08", "2026-11-14", "all", "")
     cards = {c["key"]: c for c in data["cards"]}
     assert cards["inbox"]["value"] == "50.0%"
