@@ -183,15 +183,23 @@ def results() -> rx.Component:
 def dashboard_page() -> rx.Component:
     return page_frame(
         "Placement dashboard",
-        filters(),
-        rx.cond(
-            DashboardState.error != "",
-            error_state(),
+        # Leaving the page stops its refresh loop (closing the tab does too).
+        rx.vstack(
+            filters(),
             rx.cond(
-                DashboardState.has_results,
-                results(),
-                rx.cond(DashboardState.loading, rx.skeleton(height="240px"), empty_state()),
+                DashboardState.error != "",
+                error_state(),
+                rx.cond(
+                    DashboardState.has_results,
+                    results(),
+                    rx.cond(DashboardState.loading, rx.skeleton(height="240px"), empty_state()),
+                ),
             ),
+            rx.text(DashboardState.updated, id="dash-updated", display="none"),
+            on_mount=DashboardState.arrive,
+            on_unmount=DashboardState.leave,
+            spacing="4",
+            align="stretch",
+            width="100%",
         ),
-        rx.text(DashboardState.updated, id="dash-updated", display="none"),
     )

@@ -17,13 +17,19 @@ from mailer_app.state.jobs import JobsState
 def jobs_page() -> rx.Component:
     return page_frame(
         "Background jobs",
-        rx.cond(
-            JobsState.denied != "",
-            rx.callout(JobsState.denied, icon="lock", color_scheme="red", id="jobs-denied"),
+        # Leaving the page stops its refresh loop (closing the tab does too).
+        rx.box(
             rx.cond(
-                JobsState.loaded,
-                jobs_body(),
-                rx.hstack(rx.spinner(), rx.text("Reading the queues…"), align="center"),
+                JobsState.denied != "",
+                rx.callout(JobsState.denied, icon="lock", color_scheme="red", id="jobs-denied"),
+                rx.cond(
+                    JobsState.loaded,
+                    jobs_body(),
+                    rx.hstack(rx.spinner(), rx.text("Reading the queues…"), align="center"),
+                ),
             ),
+            on_mount=JobsState.arrive,
+            on_unmount=JobsState.leave,
+            width="100%",
         ),
     )

@@ -179,4 +179,16 @@ def run_results() -> rx.Component:
     on_load=[AuthState.require_login, PreflightState.load],
 )
 def preflight_page() -> rx.Component:
-    return page_frame("Pre-flight test", test_form(), run_results())
+    return page_frame(
+        "Pre-flight test",
+        # Leaving the page stops its refresh loop (closing the tab does too).
+        rx.vstack(
+            test_form(),
+            run_results(),
+            on_mount=PreflightState.arrive,
+            on_unmount=PreflightState.leave,
+            spacing="4",
+            align="stretch",
+            width="100%",
+        ),
+    )

@@ -19,6 +19,7 @@ from mailer_app.state.report import ReportPageState
 def report_page() -> rx.Component:
     return page_frame(
         rx.cond(ReportPageState.loaded, "Report: " + ReportPageState.name, "Report"),
+        # Leaving the page stops its refresh loop (closing the tab does too).
         rx.box(
             rx.cond(
                 ReportPageState.missing != "",

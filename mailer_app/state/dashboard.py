@@ -1,8 +1,9 @@
 """The placement dashboard's state: filters, the numbers shown, and the live refresh.
 
 Every number comes from services/dashboard.py (which counts with the PRODUCT.md
-formulas); this module only turns them into text, rows and figures. The page polls
-a cheap marker every second and reloads the numbers only when it moved.
+formulas); this module only turns them into text, rows and figures. While the page
+is open it polls a cheap marker every second (state/live.LivePage) and reloads the
+numbers only when it moved.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import reflex as rx
 
 from mailer_app.components.dashboard_widgets import esp_bar_figure, inbox_series_figure
 from mailer_app.db import session_scope
-from mailer_app.services import ServiceError
+from mailer_app.services import ServiceError, auth
 from mailer_app.services import dashboard as dash
 from mailer_app.services.placement_results import PlacementCounts
 from mailer_app.state.auth import AuthState
-from mailer_app.state.live import client_connected
+from mailer_app.state.live import LivePage
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def _marker(workspace_id: int) -> str:
         return repr(dash.latest_change(session=session, workspace_id=workspace_id))
 
 
-class DashboardState(rx.State):
+class DashboardState(LivePage, rx.State):
     start_date: str = ""
     end_date: str = ""
     campaign: str = ALL_CAMPAIGNS
@@ -195,7 +196,6 @@ class DashboardState(rx.State):
     steps: list[dict[str, str]] = []
     updated: int = 0  # counts refreshes (the browser test watches it)
     _marker: str = ""
-    _watching: bool = False
 
     async def _workspace_id(self) -> int | None:
         user = (await self.get_state(AuthState)).current_user()
@@ -280,35 +280,26 @@ class DashboardState(rx.State):
 
     @rx.event(background=True)
     async def watch(self):
-        async with self:
-            if self._watching:
-                return
-            self._watching = True
-            workspace_id = await self._workspace_id()
+        """Poll the change marker every second while the page is open."""
+        await self._live_loop(every_s=REFRESH_SECONDS, max_rounds=MAX_REFRESHES)
+
+    def _live_key(self) -> tuple[str, ...]:
+        """What the numbers shown were read with: their marker, and the filters."""
+        filters = (self.start_date, self.end_date, self.campaign, self.run_id)
+        return (self._marker, self.error, *filters)
+
+    async def _live_read(self, user: auth.CurrentUser, key: tuple[str, ...]) -> dict | None:
+        """The numbers again if the marker moved; None when nothing changed (or after
+        an error the person has to see first)."""
+        marker, error, *filters = key
         try:
-            if workspace_id is None:
-                return
-            for _ in range(MAX_REFRESHES):
-                await asyncio.sleep(REFRESH_SECONDS)
-                if not client_connected(self.router.session.client_token):
-                    return
-                try:
-                    marker = await asyncio.to_thread(_marker, workspace_id)
-                except Exception:
-                    log.exception("dashboard: reading the change marker failed")
-                    continue
-                async with self:
-                    if marker == self._marker or self.error:
-                        continue
-                    filters = (self.start_date, self.end_date, self.campaign, self.run_id)
-                try:
-                    data = await asyncio.to_thread(snapshot, workspace_id, *filters)
-                except Exception:
-                    log.exception("dashboard: refreshing failed")
-                    continue
-                async with self:
-                    if filters == (self.start_date, self.end_date, self.campaign, self.run_id):
-                        self._show(data)
-        finally:
-            async with self:
-                self._watching = False
+            if error or await asyncio.to_thread(_marker, user.workspace_id) == marker:
+                return None
+            return await asyncio.to_thread(snapshot, user.workspace_id, *filters)
+        except Exception:
+            log.exception("dashboard: refreshing failed")
+            return None
+
+    def _live_show(self, key: tuple[str, ...], data: dict | None) -> None:
+        if data is not None:
+            self._show(data)

@@ -2,8 +2,8 @@
 with Retry, and the send records of unknown outcome needing a decision.
 
 Owners and admins only (Redis holds every workspace's jobs). While the page is open
-a bounded background loop reads everything again every few seconds. Redis being
-down is shown in words, never raised.
+a bounded background loop (state/live.LivePage) reads everything again every few
+seconds. Redis being down is shown in words, never raised.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mailer_app.db import session_scope
 from mailer_app.logs import redact
 from mailer_app.services import ServiceError, auth, job_monitor
 from mailer_app.state.auth import AuthState
-from mailer_app.state.live import client_connected
+from mailer_app.state.live import LivePage
 
 REFRESH_SECONDS = 3.0
 MAX_REFRESHES = 8 * 3600 // 3
@@ -87,7 +87,7 @@ def _retry(job_id: str) -> str:
     return job_monitor.retry_failed_job(get_redis(), job_id)
 
 
-class JobsState(rx.State):
+class JobsState(LivePage, rx.State):
     """The job monitor's tables, refreshed live."""
 
     loaded: bool = False
@@ -102,7 +102,6 @@ class JobsState(rx.State):
     notice: str = ""
     notice_ok: bool = True
     updated: str = ""
-    _watching: bool = False
 
     async def _user(self) -> auth.CurrentUser | None:
         try:
@@ -136,28 +135,14 @@ class JobsState(rx.State):
 
     @rx.event(background=True)
     async def watch(self):
-        """Read everything again every few seconds while the tab is open on /jobs."""
-        async with self:
-            if self._watching:
-                return
-            self._watching = True
-            user = await self._user()
-        try:
-            if user is None:
-                return
-            for _ in range(MAX_REFRESHES):
-                await asyncio.sleep(REFRESH_SECONDS)
-                if not client_connected(self.router.session.client_token):
-                    return
-                async with self:
-                    if self.router.url.path.rstrip("/") != routes.JOBS:
-                        return
-                page = await self._read(user.workspace_id)
-                async with self:
-                    self._show(page)
-        finally:
-            async with self:
-                self._watching = False
+        """Read everything again every few seconds while the page is open."""
+        await self._live_loop(every_s=REFRESH_SECONDS, max_rounds=MAX_REFRESHES)
+
+    async def _live_viewer(self) -> auth.CurrentUser | None:
+        return await self._user()
+
+    async def _live_read(self, user: auth.CurrentUser, key: object) -> dict:
+        return await self._read(user.workspace_id)
 
     @rx.event
     async def retry(self, job_id: str):

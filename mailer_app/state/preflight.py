@@ -10,7 +10,7 @@ from mailer_app.db import session_scope
 from mailer_app.models import PlacementRunKind, Role
 from mailer_app.services import ServiceError, auth, placement, seeds, senders
 from mailer_app.state.auth import AuthState
-from mailer_app.state.live import client_connected
+from mailer_app.state.live import LivePage
 
 ALL_SEEDS = "all"
 REFRESH_SECONDS = 1.0
@@ -93,7 +93,7 @@ def _start_run(
         return run.id
 
 
-class PreflightState(rx.State):
+class PreflightState(LivePage, rx.State):
     sender_choices: list[dict[str, str]] = []
     list_choices: list[dict[str, str]] = []
     sender_id: str = ""
@@ -109,7 +109,6 @@ class PreflightState(rx.State):
     percent: int = 0
     rows: list[dict[str, str]] = []
     counts: list[dict[str, str]] = []
-    _watching: bool = False
 
     @rx.var
     def running(self) -> bool:
@@ -181,28 +180,15 @@ class PreflightState(rx.State):
 
     @rx.event(background=True)
     async def watch(self):
-        async with self:
-            if self._watching:
-                return
-            self._watching = True
-            auth_state = await self.get_state(AuthState)
-            user = auth_state.current_user()
-        try:
-            if user is None:
-                return
-            for _ in range(MAX_REFRESHES):
-                await asyncio.sleep(REFRESH_SECONDS)
-                if not client_connected(self.router.session.client_token):
-                    return
-                async with self:
-                    run_id = self.run_id
-                progress = await asyncio.to_thread(_progress, user.workspace_id, run_id)
-                async with self:
-                    if self.run_id != run_id:
-                        continue  # a new run started meanwhile; the next round shows it
-                    self._show(progress, run_id)
-                    if not self.running:
-                        return
-        finally:
-            async with self:
-                self._watching = False
+        """Read the run's results every second until every seed has one."""
+        await self._live_loop(every_s=REFRESH_SECONDS, max_rounds=MAX_REFRESHES)
+
+    def _live_key(self) -> int | None:
+        """The run the next round reads; None once it is complete."""
+        return self.run_id if self.running else None
+
+    async def _live_read(self, user: auth.CurrentUser, run_id: int) -> dict:
+        return await asyncio.to_thread(_progress, user.workspace_id, run_id)
+
+    def _live_show(self, run_id: int, progress: dict) -> None:
+        self._show(progress, run_id)

@@ -1,10 +1,10 @@
 """State of the report page (/campaigns/[cid]/report): counts, failures, placement,
 downloads, and "Email the report".
 
-While the page is open and the send still moves, a bounded background loop reads the
-report again every few seconds (services/reports.campaign_report). Page mounts are
-counted as on the send page (React's strict mode mounts twice in development). Every
-handler asks the database who is signed in; the service checks the role again.
+While the page is open and the send still moves, a bounded background loop
+(state/live.LivePage) reads the report again every few seconds
+(services/reports.campaign_report). Every handler asks the database who is signed
+in; the service checks the role again.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mailer_app.models import Source
 from mailer_app.services import ServiceError, auth, campaigns, reports, senders
 from mailer_app.state.auth import AuthState
 from mailer_app.state.campaigns import STATUS_COLORS
-from mailer_app.state.live import client_connected
+from mailer_app.state.live import LivePage
 from mailer_app.state.sending import ACTIVE, rate_text
 
 REFRESH_SECONDS = 3.0
@@ -85,7 +85,7 @@ def read_page(workspace_id: int, campaign_id: int) -> dict:
     return page
 
 
-class ReportPageState(rx.State):
+class ReportPageState(LivePage, rx.State):
     """One campaign's report, refreshed live while its send moves."""
 
     campaign_id: int = 0
@@ -119,9 +119,6 @@ class ReportPageState(rx.State):
     can_email: bool = False
     _sender_ids: dict[str, int] = {}
     _ended: bool = False
-    _mounted: int = 0
-    _mount_session: str = ""
-    _watching: bool = False
 
     @rx.var
     def csv_href(self) -> str:
@@ -167,49 +164,17 @@ class ReportPageState(rx.State):
         self.loaded = True
         return None if self._ended else ReportPageState.watch
 
-    @rx.event
-    def arrive(self):
-        session = self.router.session.session_id
-        if session != self._mount_session:
-            self._mount_session, self._mounted = session, 0
-        self._mounted += 1
-
-    @rx.event
-    def leave(self):
-        if self.router.session.session_id == self._mount_session:
-            self._mounted = max(0, self._mounted - 1)
-
     @rx.event(background=True)
     async def watch(self):
         """Read the report every few seconds while the page is open and the send moves."""
-        async with self:
-            if self._watching:
-                return
-            self._watching = True
-            user = (await self.get_state(AuthState)).current_user()
-        try:
-            if user is None:
-                return
-            for _ in range(MAX_REFRESHES):
-                await asyncio.sleep(REFRESH_SECONDS)
-                if not client_connected(self.router.session.client_token):
-                    return
-                async with self:
-                    if (self._mount_session and self._mounted <= 0) or not self.campaign_id:
-                        return
-                    campaign_id = self.campaign_id
-                try:
-                    page = await asyncio.to_thread(read_page, user.workspace_id, campaign_id)
-                except ServiceError:
-                    return
-                async with self:
-                    if self.campaign_id == campaign_id:
-                        self._show(page)
-                        if self._ended:
-                            return
-        finally:
-            async with self:
-                self._watching = False
+        await self._live_loop(every_s=REFRESH_SECONDS, max_rounds=MAX_REFRESHES)
+
+    def _live_key(self) -> int | None:
+        """The campaign the next round reads; None once its send has ended."""
+        return None if self._ended or not self.campaign_id else self.campaign_id
+
+    async def _live_read(self, user: auth.CurrentUser, campaign_id: int) -> dict:
+        return await asyncio.to_thread(read_page, user.workspace_id, campaign_id)
 
     @rx.event
     def set_email_to(self, value: str):

@@ -1,11 +1,9 @@
 """State of the send page (/campaigns/[cid]/send): live progress, pause, resume, cancel.
 
-While the page is open a bounded background loop reads the progress every second
-(services/send_control.send_progress) and shows it without a reload; it stops when
-the tab goes away, when the page is left, or once the send has ended and nothing is
-in flight. Leaving is counted, not flagged: the page's on_mount adds one and its
-on_unmount takes one away (per browser connection), because React's strict mode
-mounts, unmounts and mounts again in development, in no fixed order with on_load.
+While the page is open a bounded background loop (state/live.LivePage) reads the
+progress every second (services/send_control.send_progress) and shows it without a
+reload; it stops when the tab goes away, when the page is left, or once the send has
+ended and nothing is in flight.
 
 Every handler asks the database who is signed in and checks the role (the service
 checks it again): hiding a button is not authorization. This module only calls the
@@ -25,7 +23,7 @@ from mailer_app.models import Role, Source
 from mailer_app.services import ServiceError, auth, campaigns, send_control
 from mailer_app.state.auth import AuthState
 from mailer_app.state.campaigns import STATUS_COLORS
-from mailer_app.state.live import client_connected
+from mailer_app.state.live import LivePage
 
 REFRESH_SECONDS = 1.0
 MAX_REFRESHES = 12 * 3600  # twelve hours at most, then the page shows the last numbers
@@ -188,7 +186,7 @@ DONE_WORDS = {
 }
 
 
-class SendPageState(rx.State):
+class SendPageState(LivePage, rx.State):
     """One campaign's send: its numbers, refreshed live, and its controls."""
 
     campaign_id: int = 0
@@ -230,10 +228,6 @@ class SendPageState(rx.State):
     notice_ok: bool = True
     cancel_open: bool = False
     _ended: bool = False
-    # How many times the page is mounted in the browser connection `_mount_session`.
-    _mounted: int = 0
-    _mount_session: str = ""
-    _watching: bool = False
 
     @rx.var
     def review_href(self) -> str:
@@ -278,56 +272,17 @@ class SendPageState(rx.State):
         self.loaded = True
         return None if self._ended else SendPageState.watch
 
-    @rx.event
-    def arrive(self):
-        """The page is mounted (a reload opens a new connection: counting starts over)."""
-        session = self.router.session.session_id
-        if session != self._mount_session:
-            self._mount_session, self._mounted = session, 0
-        self._mounted += 1
-
-    @rx.event
-    def leave(self):
-        """The page was left (unmounted): the refresh loop stops at its next round."""
-        if self.router.session.session_id == self._mount_session:
-            self._mounted = max(0, self._mounted - 1)
-
-    def _page_left(self) -> bool:
-        # Until the page's mount is seen, only the tab going away stops the loop.
-        return bool(self._mount_session) and self._mounted <= 0
-
     @rx.event(background=True)
     async def watch(self):
         """Read the progress every second while the page is open and the send not over."""
-        async with self:
-            if self._watching:
-                return
-            self._watching = True
-            user = (await self.get_state(AuthState)).current_user()
-        try:
-            if user is None:
-                return
-            for _ in range(MAX_REFRESHES):
-                await asyncio.sleep(REFRESH_SECONDS)
-                if not client_connected(self.router.session.client_token):
-                    return
-                async with self:
-                    if self._page_left() or not self.campaign_id:
-                        return
-                    campaign_id = self.campaign_id
-                try:
-                    page = await asyncio.to_thread(read_page, user.workspace_id, campaign_id)
-                except ServiceError:
-                    return  # the campaign went away meanwhile
-                async with self:
-                    if self.campaign_id != campaign_id:
-                        continue  # another campaign is shown now: the next round reads it
-                    self._show(page)
-                    if self._ended:
-                        return
-        finally:
-            async with self:
-                self._watching = False
+        await self._live_loop(every_s=REFRESH_SECONDS, max_rounds=MAX_REFRESHES)
+
+    def _live_key(self) -> int | None:
+        """The campaign the next round reads; None once the send is over."""
+        return None if self._ended or not self.campaign_id else self.campaign_id
+
+    async def _live_read(self, user: auth.CurrentUser, campaign_id: int) -> dict:
+        return await asyncio.to_thread(read_page, user.workspace_id, campaign_id)
 
     async def _do(self, what: str):
         self.notice = ""

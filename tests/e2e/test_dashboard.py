@@ -1,5 +1,6 @@
 """The placement dashboard changes by itself while a lab run, started from another
-session, gets its results (no reload).
+session, gets its results (no reload); going to another page of the app stops its
+refresh loop, coming back starts it again.
 
 Real everything: the app (AppHarness), an RQ worker and rq-scheduler on a private
 Redis, the lab's SMTP intake and Dovecot. Check offsets are scaled to seconds.
@@ -7,6 +8,7 @@ Redis, the lab's SMTP intake and Dovecot. Check offsets are scaled to seconds.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -19,6 +21,7 @@ from mailer_app.services import seeds
 from mailer_app.settings import get_settings
 from tests.e2e.conftest import screenshot
 from tests.e2e.helpers import FIRST_LOAD_MS, new_workspace_owner, sign_in
+from tests.e2e.test_send_page import assert_page_live, wait_page_left
 from tests.lab_fixtures import mail_lab_fixture  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +126,13 @@ def test_dashboard_follows_a_lab_run_without_reloading(
     expect(page.locator("#dash-series-chart .js-plotly-plot")).to_be_visible()
     assert page.evaluate("window.__dashboardMarker") == "same page"
     screenshot(page, "dashboard-live")
+
+    # Another page of the app (the tab stays open): the refresh loop stops; coming back
+    # starts it again.
+    assert_page_live(app_harness, page, "dashboard_state")
+    page.locator("a[href='/preflight']").first.click()
+    expect(page).to_have_url(re.compile(r"/preflight$"))
+    wait_page_left(app_harness, page, "dashboard_state")
+    page.go_back()
+    expect(page.locator("#dash-card-checked .card-value")).to_have_text("2", timeout=ACTION_MS)
+    assert_page_live(app_harness, page, "dashboard_state")

@@ -12,8 +12,10 @@ import pytest
 from playwright.sync_api import expect
 
 from mailer_app.settings import get_settings
+from tests.conftest import wait_until
 from tests.e2e.conftest import screenshot
 from tests.e2e.helpers import FIRST_LOAD_MS, new_workspace_owner, sign_in
+from tests.e2e.test_send_page import page_mounts, refresh_loop_running
 from tests.lab_fixtures import mail_lab_fixture  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -82,3 +84,10 @@ def test_preflight_results_appear_without_reloading(
     expect(spam_row).to_contain_text("spf=pass")
     assert page.evaluate("window.__preflightMarker") == "same page"
     screenshot(page, "preflight-results")
+    # Every seed has its result: the refresh loop ends by itself, the page still open.
+    wait_until(
+        lambda: not refresh_loop_running(app_harness, page, "preflight_state"),
+        5,
+        "the pre-flight loop to end",
+    )
+    assert page_mounts(app_harness, page, "preflight_state") == 1

@@ -3,7 +3,8 @@
 Report: a campaign part-sent (records moved as workers would), its counts live on
 the page, a failure reason listed, and the CSV link serves the file to the signed-in
 person. Jobs: a failed job appears with its error, Retry puts it back on its queue;
-the campaign's unknown records link to its send page. Screenshots land in
+the campaign's unknown records link to its send page. Leaving either page for
+another page of the app stops its refresh loop. Screenshots land in
 test-artifacts/ (report-page-*.png, jobs-page-*.png).
 """
 
@@ -16,11 +17,18 @@ from playwright.sync_api import expect
 
 from tests.e2e.conftest import screenshot
 from tests.e2e.helpers import FIRST_LOAD_MS, new_workspace_owner, sign_in
-from tests.e2e.test_send_page import count, move, queued_campaign
+from tests.e2e.test_send_page import (
+    assert_page_live,
+    count,
+    move,
+    queued_campaign,
+    wait_page_left,
+)
 
 pytestmark = pytest.mark.e2e
 
 LIVE_MS = 20_000
+LOOP_STOP_S = 8  # both pages read again every 3 seconds; a loop stops at its next round
 
 
 def failed_job(redis_url: str) -> str:
@@ -90,9 +98,11 @@ def test_report_page_and_job_monitor(app_harness, e2e_database_url, redis_server
 
     # The job monitor: the failed job, Retry, and the unknown record needing a decision.
     job_id = failed_job(redis_server)
+    assert_page_live(app_harness, page, "report_page_state")  # the send still moves
     page.click("a[href='/jobs']")
     expect(page).to_have_url(re.compile(r"/jobs$"), timeout=FIRST_LOAD_MS)
     expect(page.locator("#queues-table")).to_be_visible(timeout=FIRST_LOAD_MS)
+    wait_page_left(app_harness, page, "report_page_state", LOOP_STOP_S)
     row = page.locator(f"#failed-{job_id}")
     expect(row).to_contain_text("RuntimeError: the e2e job broke", timeout=LIVE_MS)
     expect(page.locator(f"#unknown-{campaign_id}")).to_be_visible()
@@ -102,5 +112,8 @@ def test_report_page_and_job_monitor(app_harness, e2e_database_url, redis_server
     expect(row).to_have_count(0, timeout=LIVE_MS)
     assert job_status(redis_server, job_id) == "queued"
     screenshot(page, "jobs-page-2-retried")
+    # Another page of the app (the tab stays open): the job monitor's loop stops.
+    assert_page_live(app_harness, page, "jobs_state")
     page.click(f"#unknown-{campaign_id}")
     expect(page).to_have_url(re.compile(rf"/campaigns/{campaign_id}/send$"))
+    wait_page_left(app_harness, page, "jobs_state", LOOP_STOP_S)

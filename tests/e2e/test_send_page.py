@@ -125,14 +125,51 @@ def status_of(database_url: str, campaign_id: int) -> str:
         engine.dispose()
 
 
-def refresh_loop_running(app_harness, page) -> bool:
-    """Whether the send page's refresh loop runs for this tab (the app's backend runs in
-    this process: its state manager holds the tab's state)."""
+def live_state(app_harness, page, state: str):
+    """A live page's state (by its snake-case class name) for this tab: the app's
+    backend runs in this process and its state manager holds the tab's state."""
     token = page.evaluate("window.sessionStorage.getItem('token')")
     states = app_harness.app_instance.state_manager.states
-    root = next(state for key, state in states.items() if token in str(key))
-    [send_state] = [s for name, s in root.substates.items() if "send_page_state" in name]
-    return bool(send_state._watching)
+    root = next(value for key, value in states.items() if token in str(key))
+    [live] = [s for name, s in root.substates.items() if name.endswith("____" + state)]
+    return live
+
+
+def refresh_loop_running(app_harness, page, state: str = "send_page_state") -> bool:
+    """Whether the page's refresh loop runs for this tab (state/live.LivePage clears
+    `_watching` when the loop ends, however it ends)."""
+    return bool(live_state(app_harness, page, state)._watching)
+
+
+def page_mounts(app_harness, page, state: str = "send_page_state") -> int:
+    """How many times the page counts itself mounted (its on_mount adds one, its
+    on_unmount takes one away); 0 after the page was left, which stops its loop."""
+    return live_state(app_harness, page, state)._mounted
+
+
+def assert_page_live(app_harness, page, state: str = "send_page_state") -> None:
+    """The page is mounted once (however often strict mode mounted it) and its loop runs."""
+    wait_until(
+        lambda: (
+            page_mounts(app_harness, page, state) == 1
+            and refresh_loop_running(app_harness, page, state)
+        ),
+        5,
+        f"{state}: the page mounted and its loop running",
+    )
+
+
+def wait_page_left(app_harness, page, state: str = "send_page_state", timeout: float = 5):
+    """After going to another page of the app: the page counts itself left and its loop
+    has stopped (within a round of the loop)."""
+    wait_until(
+        lambda: (
+            page_mounts(app_harness, page, state) == 0
+            and not refresh_loop_running(app_harness, page, state)
+        ),
+        timeout,
+        f"{state}: the page left and its loop stopped",
+    )
 
 
 def count(page, name: str):
@@ -206,16 +243,16 @@ def test_send_page_follows_the_send_live_and_pauses_resumes_and_cancels(
     assert status_of(e2e_database_url, campaign_id) == "sending"
 
     # Leaving the page stops its refresh loop; coming back starts it again.
-    assert refresh_loop_running(app_harness, page)
+    assert_page_live(app_harness, page)
     page.click("#back-to-list")
     expect(page).to_have_url(re.compile(r"/campaigns$"))
-    wait_until(lambda: not refresh_loop_running(app_harness, page), 5, "the loop to stop")
+    wait_page_left(app_harness, page)
     page.go_back()
     expect(page).to_have_url(re.compile(rf"/campaigns/{campaign_id}/send$"))
     move(e2e_database_url, run_id, 1, "sent")
     expect(count(page, "sent")).to_have_text("10", timeout=LIVE_MS)
     expect(count(page, "remaining")).to_have_text("7", timeout=LIVE_MS)
-    assert refresh_loop_running(app_harness, page)
+    assert_page_live(app_harness, page)
 
     # Cancel asks first; "Keep sending" changes nothing.
     page.click("#cancel-send")
