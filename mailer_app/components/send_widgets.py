@@ -158,8 +158,15 @@ def controls() -> rx.Component:
 
 
 def _confirm_dialog(
-    *, title: str, description: list, keep: tuple[str, str], confirm: tuple[str, str],
-    color: str, on_confirm, is_open, on_open_change,
+    *,
+    title: str,
+    description: list,
+    keep: tuple[str, str],
+    confirm: tuple[str, str],
+    color: str,
+    on_confirm,
+    is_open,
+    on_open_change,
 ) -> rx.Component:
     """A confirmation: `keep` and `confirm` are (label, id) of its two buttons."""
     return rx.alert_dialog.root(

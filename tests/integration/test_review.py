@@ -470,9 +470,12 @@ def test_approve_campaign_refuses_with_blockers_then_records_the_approver(sessio
     exclude(session, built, [built["ids"]["ann@example.com"]])
     session.expire_all()
     assert session.get(Campaign, built["campaign_id"]).status == "in_review"
-    assert review.campaign_approval(
-        session=session, workspace_id=built["workspace_id"], campaign_id=built["campaign_id"]
-    ) is None
+    assert (
+        review.campaign_approval(
+            session=session, workspace_id=built["workspace_id"], campaign_id=built["campaign_id"]
+        )
+        is None
+    )
     # And the machine refuses what the gate does not allow.
     campaign = session.get(Campaign, built["campaign_id"])
     with pytest.raises(IllegalTransition, match="A campaign in review cannot be queued."):
